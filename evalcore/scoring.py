@@ -23,7 +23,8 @@ Shared-context batching (`iter_logprobs`): groups are sorted by length, descendi
 packed into batches under a token budget. Per batch:
   1. contexts, right-padded, run once through the model body -> KV cache + hidden state
      at each context's last real token;
-  2. the cache rows are repeated once per continuation (`batch_select_indices`);
+  2. continuation rows (one per group x continuation) are sorted by length and cut into
+     sub-passes with little padding; each takes its rows of the context cache;
   3. continuation tokens (all but the last, which predicts nothing we score) run on top
      with explicit position ids Lc_i + j and an attention mask that hides context padding;
   4. the LM head runs only on the hidden states that predict a continuation token.
@@ -88,7 +89,7 @@ def auto_batch_tokens(lm: LoadedModel) -> int:
     """Tokens per forward pass: enough to fill the matmuls, small enough for memory."""
     if lm.device.startswith("cuda"):
         return 65536
-    return 3072
+    return 8192
 
 
 def iter_logprobs(
@@ -106,7 +107,7 @@ def iter_logprobs(
     continuation with the log-prob of each of its tokens (natural log).
     """
     budget = batch_tokens or auto_batch_tokens(lm)
-    order = sorted(range(len(groups)), key=lambda i: -groups[i].n_tokens)
+    order = sorted(range(len(groups)), key=lambda i: (-len(groups[i].context), -groups[i].n_tokens))
     batch: list[int] = []
     for i in order:
         if batch and _batch_cost([groups[j] for j in batch + [i]]) > budget:
@@ -157,66 +158,103 @@ def _head_logprobs(lm: LoadedModel, hidden, targets):
 
 def _score_batch(lm: LoadedModel, batch: list[Group]) -> list[list[npt.NDArray[np.float64]]]:
     import torch
-    from transformers import DynamicCache
 
     dev = lm.device
     body = lm.model.base_model
     B = len(batch)
-    lc = [len(g.context) for g in batch]
-    Lc = max(lc)
-    pad = 0
-    ctx = torch.full((B, Lc), pad, dtype=torch.long)
+    lc = torch.tensor([len(g.context) for g in batch])
+    Lc = int(lc.max())
+    ctx = torch.zeros((B, Lc), dtype=torch.long)
     ctx_mask = torch.zeros((B, Lc), dtype=torch.long)
     for b, g in enumerate(batch):
         ctx[b, : lc[b]] = torch.tensor(g.context)
         ctx_mask[b, : lc[b]] = 1
     pos = torch.arange(Lc)[None, :].expand(B, Lc)
+    # rows of the continuation pass: one per (group, continuation)
+    owner = [b for b, g in enumerate(batch) for _ in g.continuations]
+    conts = [c for g in batch for c in g.continuations]
+    N = len(conts)
 
     with torch.inference_mode():
-        cache = DynamicCache(config=lm.model.config)
+        ctx_cache = _new_cache(lm)
         h = body(input_ids=ctx.to(dev), attention_mask=ctx_mask.to(dev), position_ids=pos.to(dev),
-                 cache=cache, use_cache=True).last_hidden_state  # [B, Lc, H]
-        h_last = h[torch.arange(B), torch.tensor(lc) - 1]  # [B, H]: predicts each CONT_1
-
-        # rows of the continuation pass: one per (group, continuation)
-        owner = [b for b, g in enumerate(batch) for _ in g.continuations]
-        conts = [c for g in batch for c in g.continuations]
-        N = len(conts)
-        Lm = max(len(c) for c in conts) - 1  # the last continuation token is never an input
+                 cache=ctx_cache, use_cache=True).last_hidden_state  # [B, Lc, H]
+        h_last = h[torch.arange(B), lc - 1]  # [B, H]: predicts each CONT_1
         # first tokens: predicted from the context's last hidden state
         rows = [h_last[torch.tensor(owner)]]
         targets = [torch.tensor([c[0] for c in conts])]
-        if Lm > 0:
-            inp = torch.full((N, Lm), pad, dtype=torch.long)
-            cmask = torch.zeros((N, Lm), dtype=torch.long)
-            for n, c in enumerate(conts):
-                inp[n, : len(c) - 1] = torch.tensor(c[:-1])
-                cmask[n, : len(c) - 1] = 1
-            own = torch.tensor(owner)
-            cache.batch_select_indices(own.to(dev))
-            mask = torch.cat([ctx_mask[own], cmask], dim=1)
-            cpos = torch.tensor(lc)[own][:, None] + torch.arange(Lm)[None, :]
-            hc = body(input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=cpos.to(dev),
-                      cache=cache, use_cache=True).last_hidden_state  # [N, Lm, H]
-            sel = cmask.bool()
-            rows.append(hc[sel.to(dev)])  # row-major: for n, for j < len(c)-1
-            targets.append(torch.tensor([t for c in conts for t in c[1:]]))
+        order: list[int] = []  # continuation rows in the order their hidden states were appended
+        for sub in _length_buckets([len(c) - 1 for c in conts]):
+            rows.append(_continuation_pass(lm, ctx_cache, ctx_mask, lc, [owner[n] for n in sub],
+                                           [conts[n] for n in sub]))
+            targets.append(torch.tensor([t for n in sub for t in conts[n][1:]]))
+            order.extend(sub)
         lp = _head_logprobs(lm, torch.cat(rows), torch.cat(targets)).numpy()
 
-    # unpack: first N values are CONT_1 of each row, then the rest row-major
-    first, rest = lp[:N], lp[N:]
-    per_cont: list[npt.NDArray[np.float64]] = []
-    o = 0
-    for n, c in enumerate(conts):
-        k = len(c) - 1
-        per_cont.append(np.concatenate([[first[n]], rest[o : o + k]]))
+    # unpack: the first N values are CONT_1 of each row; then each sub-pass, row-major
+    per_cont: list[npt.NDArray[np.float64]] = [np.empty(0)] * N
+    o = N
+    for n in order:
+        k = len(conts[n]) - 1
+        per_cont[n] = np.concatenate([[lp[n]], lp[o : o + k]])
         o += k
+    for n in range(N):
+        if len(conts[n]) == 1:
+            per_cont[n] = lp[n : n + 1].copy()
     out: list[list[npt.NDArray[np.float64]]] = []
     i = 0
     for g in batch:
         out.append(per_cont[i : i + len(g.continuations)])
         i += len(g.continuations)
     return out
+
+
+def _length_buckets(lengths: list[int], *, max_waste: float = 0.2) -> list[list[int]]:
+    """Rows with length > 0, sorted by length and cut so that padding stays under `max_waste`."""
+    order = sorted((n for n, L in enumerate(lengths) if L > 0), key=lambda n: -lengths[n])
+    buckets: list[list[int]] = []
+    cur: list[int] = []
+    real = 0
+    for n in order:
+        if cur and (len(cur) + 1) * lengths[cur[0]] > (1 + max_waste) * (real + lengths[n]):
+            buckets.append(cur)
+            cur, real = [], 0
+        cur.append(n)
+        real += lengths[n]
+    if cur:
+        buckets.append(cur)
+    return buckets
+
+
+def _new_cache(lm: LoadedModel):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=lm.model.config)
+
+
+def _continuation_pass(lm: LoadedModel, ctx_cache, ctx_mask, lc, owner: list[int], conts: list[tuple[int, ...]]):
+    """Run continuation tokens (all but the last) on top of their contexts' cached keys/values.
+
+    Returns the hidden states that predict CONT_2.., row-major over (row, position).
+    """
+    import torch
+
+    dev = lm.device
+    own = torch.tensor(owner)
+    cache = _new_cache(lm)
+    for li, layer in enumerate(ctx_cache.layers):  # this sub-pass's rows of the context cache
+        cache.update(layer.keys[own.to(dev)], layer.values[own.to(dev)], li)
+    N, Lm = len(conts), max(len(c) for c in conts) - 1
+    inp = torch.zeros((N, Lm), dtype=torch.long)
+    cmask = torch.zeros((N, Lm), dtype=torch.long)
+    for n, c in enumerate(conts):
+        inp[n, : len(c) - 1] = torch.tensor(c[:-1])
+        cmask[n, : len(c) - 1] = 1
+    mask = torch.cat([ctx_mask[own], cmask], dim=1)
+    cpos = lc[own][:, None] + torch.arange(Lm)[None, :]
+    hc = lm.model.base_model(input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=cpos.to(dev),
+                             cache=cache, use_cache=True).last_hidden_state  # [N, Lm, H]
+    return hc[cmask.bool().to(dev)]
 
 
 def reference_logprobs(lm: LoadedModel, context: Sequence[int], continuation: Sequence[int]) -> npt.NDArray[np.float64]:

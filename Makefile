@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine (virtual environment, dependencies,
+# bundled models and data); both are fast when nothing changed.
+#   make app    the Streamlit app on the embedded default (bundled models, offline)
+#   make test   the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: app test bench install bundle clean
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-bundle.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-bundle.txt 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import torch, transformers, streamlit, evalcore"
+	touch $@
+
+bundle: $(STAMP)
+
+app: $(STAMP)
+	$(VENV)/bin/streamlit run app.py
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -r bench/requirements-bench.txt 2>&1 | grep -v "^WARNING: Location" || true
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) bench/load_speed.py
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) bench/hellaswag_throughput.py
+
+clean:
+	rm -rf $(VENV)

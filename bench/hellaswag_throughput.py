@@ -1,0 +1,140 @@
+"""HellaSwag throughput and agreement: evalcore vs lm-evaluation-harness's HF backend.
+
+Same model (the converted safetensors folder), same items, same machine, one run, like
+for like (float32 vs float32, bf16 vs bf16). Prints items/s, ratios, per-item agreement,
+start-up time, and the fraction of the model body's token-throughput ceiling achieved.
+
+    python bench/hellaswag_throughput.py [--n 200] [--models smollm2-135m gemma3-270m]
+                                         [--dtypes float32 bfloat16] [--lm-eval-batch 32]
+
+lm-eval's own hellaswag task fetches the dataset from the hub; offline we feed its HF
+backend the same (context, continuation) requests built with lm-eval's own
+`lm_eval.tasks.hellaswag.utils.process_docs`, which also checks our preprocessing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def lm_eval_requests(ds, indices):
+    """(context, continuation) pairs and gold labels from lm-eval's own preprocessing."""
+    from lm_eval.tasks.hellaswag.utils import process_docs
+
+    docs = process_docs(ds._ds.select(indices))
+    reqs, labels, choices = [], [], []
+    for d in docs:
+        for c in d["choices"]:
+            reqs.append((d["query"], " " + c))
+        labels.append(int(d["gold"]))
+        choices.append(d["choices"])
+    return reqs, labels, choices
+
+
+def run_lm_eval(folder, dtype, reqs, batch):
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    t0 = time.perf_counter()
+    lm = HFLM(pretrained=folder, dtype=dtype, batch_size=batch, device="cpu")
+    t_load = time.perf_counter() - t0
+    inst = [Instance("loglikelihood", {}, r, i) for i, r in enumerate(reqs)]
+    t0 = time.perf_counter()
+    out = lm.loglikelihood(inst, disable_tqdm=True)
+    return np.array([o[0] for o in out]).reshape(-1, 4), time.perf_counter() - t0, t_load
+
+
+def startup_seconds(code: str) -> float:
+    """Process start to first scored item, in a fresh interpreter (weights already cached)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--lm-eval-batch", type=int, default=32)
+    ap.add_argument("--skip-startup", action="store_true")
+    args = ap.parse_args()
+
+    from evalcore.data import HellaSwag
+    from evalcore.metrics.hellaswag import predictions
+    from evalcore.models import ensure_converted, load_model, resolve_spec
+    from evalcore.runs import run_hellaswag
+    from evalcore.store import Store
+
+    ds = HellaSwag()
+    idx = list(range(args.n))
+    reqs, labels, choices = lm_eval_requests(ds, idx)
+    ours_items = ds.items(idx)
+    same_pre = all(list(it.choices) == list(c) and it.query == reqs[4 * k][0]
+                   for k, (it, c) in enumerate(zip(ours_items, choices)))
+    print(f"preprocessing identical to lm-eval's process_docs on {args.n} items: {same_pre}")
+    labels = np.array(labels)
+    cl = np.array([[len(c) for c in cs] for cs in choices], dtype=float)
+    summary = {}
+    f32_acc: dict[str, tuple[float, float]] = {}
+    for name in args.models:
+        folder = str(ensure_converted(resolve_spec(name)))
+        for dtype in args.dtypes:
+            lm = load_model(name, device="cpu", dtype=dtype)
+            with tempfile.TemporaryDirectory() as tmp:  # fresh store: no cached items
+                run_hellaswag(lm, idx[:8], dataset=ds, store=Store(f"{tmp}/w.sqlite"))  # warm-up
+                res = run_hellaswag(lm, idx, dataset=ds, store=Store(f"{tmp}/s.sqlite"))
+            ours = res.loglik()
+            ref, t_ref, t_ref_load = run_lm_eval(folder, dtype, reqs, args.lm_eval_batch)
+            p1, n1 = predictions(ours, cl)
+            p2, n2 = predictions(ref, cl)
+            acc = ((p1 == labels).mean(), (n1 == labels).mean())
+            acc_ref = ((p2 == labels).mean(), (n2 == labels).mean())
+            if dtype == "float32":
+                f32_acc[name] = acc
+            ips, ips_ref = args.n / res.seconds, args.n / t_ref
+            toks = sum(sum(r.n_tokens) for r in res.items)
+            ctx_tokens = sum(len(lm.tokenizer(it.query).input_ids) for it in ours_items)
+            row = {
+                "items_per_s": round(ips, 2), "lm_eval_items_per_s": round(ips_ref, 2),
+                "ratio": round(ips / ips_ref, 2),
+                "agree_pred": float((p1 == p2).mean()), "agree_pred_norm": float((n1 == n2).mean()),
+                "max_abs_loglik_diff": float(np.abs(ours - ref).max()),
+                "acc": round(acc[0], 4), "acc_norm": round(acc[1], 4),
+                "lm_eval_acc": round(acc_ref[0], 4), "lm_eval_acc_norm": round(acc_ref[1], 4),
+                "tokens_per_item": round((toks + ctx_tokens) / args.n, 1),
+                "tokens_per_s": round((toks + ctx_tokens) / res.seconds, 1),
+            }
+            if dtype != "float32" and name in f32_acc:
+                row["acc_vs_float32_points"] = round(100 * (acc[0] - f32_acc[name][0]), 2)
+                row["acc_norm_vs_float32_points"] = round(100 * (acc[1] - f32_acc[name][1]), 2)
+            summary[f"{name}/{dtype}"] = row
+            print(f"{name} {dtype}: evalcore {ips:.2f} items/s, lm-eval {ips_ref:.2f} items/s -> {ips / ips_ref:.2f}x; "
+                  f"predictions agree {row['agree_pred']:.3f} (norm {row['agree_pred_norm']:.3f}); "
+                  f"max |Δ loglik| {row['max_abs_loglik_diff']:.2e}; acc {acc[0]:.3f}/{acc_ref[0]:.3f}, "
+                  f"acc_norm {acc[1]:.3f}/{acc_ref[1]:.3f}; {row['tokens_per_s']:.0f} tokens/s", flush=True)
+        if not args.skip_startup:
+            ours_code = (f"from evalcore.models import load_model; from evalcore import scoring, data; "
+                         f"lm = load_model('{name}', device='cpu', dtype='float32'); it = data.HellaSwag().item(0); "
+                         f"scoring.score_groups(lm, [scoring.encode_pair(lm.tokenizer, it.query, it.continuations)])")
+            ref_code = (f"from lm_eval.models.huggingface import HFLM; from lm_eval.api.instance import Instance; "
+                        f"lm = HFLM(pretrained='{folder}', dtype='float32', batch_size=1, device='cpu'); "
+                        f"lm.loglikelihood([Instance('loglikelihood', {{}}, ('Hello there', ' world'), 0)], disable_tqdm=True)")
+            s_ours, s_ref = startup_seconds(ours_code), startup_seconds(ref_code)
+            summary[f"{name}/startup_s"] = {"evalcore": round(s_ours, 2), "lm_eval": round(s_ref, 2)}
+            print(f"{name} start-up to first scored item: evalcore {s_ours:.1f}s, lm-eval {s_ref:.1f}s", flush=True)
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
