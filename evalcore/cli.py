@@ -46,6 +46,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-tokens", type=int, default=None, help="tokens per forward pass (default: automatic)")
     p.add_argument("--batch-size", type=int, default=None, dest="batch_items",
                    help="items per batch (alternative to --batch-tokens; ~110 tokens per HellaSwag item)")
+    p.add_argument("--store", type=Path, default=None,
+                   help="results store file (default: <cache>/results.sqlite; cache = $EVALCORE_CACHE or ~/.cache/evalcore)")
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -89,6 +91,7 @@ def cmd_hellaswag(args: argparse.Namespace) -> int:
     from evalcore.data import HellaSwag, select_indices
     from evalcore.models import load_model
     from evalcore.runs import run_hellaswag
+    from evalcore.store import Store
 
     if args.sample is None and args.seed != 0:
         raise EvalcoreError("--seed only applies with --sample N")
@@ -97,7 +100,7 @@ def cmd_hellaswag(args: argparse.Namespace) -> int:
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
     bt = args.batch_tokens or (args.batch_items * 110 * 2 if args.batch_items else None)
     bar, update = _progress_bar(f"hellaswag {lm.spec.name}")
-    res = run_hellaswag(lm, idx, dataset=ds, batch_tokens=bt, progress=update)
+    res = run_hellaswag(lm, idx, dataset=ds, store=Store(args.store), batch_tokens=bt, progress=update)
     bar.close()
     out = res.to_dict()
     out["model"]["load_seconds"] = round(lm.load_seconds, 3)

@@ -246,7 +246,9 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto") -> Loade
 def _load(spec: ModelSpec, device: str, dtype: str) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # library code never prints; the CLI shows its own progress
     t0 = time.perf_counter()
     folder, fingerprint, revision = _weights_source(spec)
     kwargs: dict[str, Any] = dict(dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=False)

@@ -1,0 +1,174 @@
+"""Foundation: registry, bundled assets, loading, the converted-weights cache, errors."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from evalcore import assets, models
+from evalcore.errors import AssetError, ModelUnavailableError, UnknownModelError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_registry_has_bundles_and_ladders():
+    reg = models.REGISTRY
+    for name in ["smollm2-135m", "gemma3-270m", "smollm2-360m", "smollm2-1.7b", "gpt2", "gpt2-xl",
+                 "pythia-70m", "pythia-1.4b"]:
+        assert name in reg
+    assert reg["smollm2-135m"].bundle == "smollm2" and reg["gemma3-270m"].gated
+    # token-level KL needs shared tokenizers: the online pair shares one, the offline pair does not
+    a, b = models.ONLINE_PAIR
+    assert reg[a].tokenizer_family == reg[b].tokenizer_family
+    a, b = models.OFFLINE_PAIR
+    assert reg[a].tokenizer_family != reg[b].tokenizer_family
+    assert [reg[n].params_m for n in ["pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b", "pythia-1.4b"]] == sorted(
+        reg[n].params_m for n in ["pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b", "pythia-1.4b"])
+
+
+def test_bundled_models_available_offline():
+    for name in models.OFFLINE_PAIR:
+        a = models.availability(models.REGISTRY[name])
+        assert a.ok and a.source in {"converted cache", "bundle"}, a
+    a = models.availability(models.REGISTRY["gpt2-xl"])
+    assert not a.ok and "offline" in a.detail
+
+
+def _greedy(lm, prompt, n=8):
+    ids = lm.tokenizer(prompt, return_tensors="pt")
+    with torch.inference_mode():
+        out = lm.model.generate(**ids, max_new_tokens=n, do_sample=False)
+    return lm.tokenizer.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_smollm2_generates_paris_deterministically(smol):
+    a = _greedy(smol, "The capital of France is")
+    assert "Paris" in a
+    assert _greedy(smol, "The capital of France is") == a
+
+
+def test_gemma_loads_and_generates_deterministically(gemma):
+    assert gemma.tokenizer("Hi").input_ids[0] == gemma.tokenizer.bos_token_id  # Gemma adds <bos>
+    a = _greedy(gemma, "The capital of France is")
+    assert "France" in a or "Paris" in a, a
+    assert _greedy(gemma, "The capital of France is") == a
+    assert gemma.fingerprint == assets.GEMMA_SHA256
+
+
+@pytest.mark.parametrize("fixture", ["smol", "gemma"])
+def test_logits_finite(request, fixture):
+    lm = request.getfixturevalue(fixture)
+    ids = lm.tokenizer("A man is sitting on a roof. He", return_tensors="pt")
+    with torch.inference_mode():
+        logits = lm.model(**ids).logits
+    assert torch.isfinite(logits).all()
+    assert logits.shape[-1] >= len(lm.tokenizer) - 64
+
+
+def test_converted_cache_matches_gguf_logits(smol):
+    """The safetensors cache gives the logits of the model loaded straight from the GGUF."""
+    gguf_model, tok = models.load_gguf_direct("smollm2-135m")
+    ids = tok("Evaluation measures the distance between two distributions.", return_tensors="pt").input_ids
+    assert ids.tolist() == smol.tokenizer("Evaluation measures the distance between two distributions.",
+                                          return_tensors="pt").input_ids.tolist()
+    with torch.inference_mode():
+        a = gguf_model(ids).logits
+        b = smol.model(ids).logits
+    assert torch.allclose(a, b, atol=1e-5, rtol=0), (a - b).abs().max()  # stated tolerance: 1e-5
+
+
+def test_model_loaded_once_per_process(smol):
+    assert models.load_model("smollm2-135m", device="cpu", dtype="float32") is smol
+
+
+def test_truncated_converted_cache_is_detected(tmp_path, smol):
+    src = models.converted_dir(smol.spec)
+    dst = tmp_path / "copy"
+    shutil.copytree(src, dst)
+    assert models._is_complete(dst)
+    with open(dst / "model.safetensors", "r+b") as f:
+        f.truncate(1000)
+    assert not models._is_complete(dst)
+    (dst / "evalcore-meta.json").unlink()
+    assert not models._is_complete(dst)
+
+
+def test_gemma_checksum_mismatch_is_an_error(tmp_path, monkeypatch):
+    parts = []
+    for n in range(4):
+        p = tmp_path / f"part{n}"
+        p.write_bytes(b"not a gguf %d" % n)
+        parts.append(p)
+    monkeypatch.setattr(assets, "require", lambda asset: parts[assets.GEMMA_PARTS.index(asset)])
+    with pytest.raises(AssetError, match="checksum mismatch"):
+        assets.gemma_gguf(tmp_path / "out")
+    assert not (tmp_path / "out" / assets.GEMMA_GGUF_NAME).exists()
+
+
+def test_unknown_model_lists_known_names():
+    with pytest.raises(UnknownModelError, match="known names: smollm2-135m, gemma3-270m"):
+        models.resolve_spec("not a model!")
+    with pytest.raises(UnknownModelError, match="does not exist"):
+        models.resolve_spec("./no/such/folder")
+
+
+def test_offline_hub_model_says_so():
+    with pytest.raises(ModelUnavailableError, match="not available offline.*bundled model"):
+        models.load_model("gpt2")
+
+
+def test_pickle_only_folder_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ModelUnavailableError, match="safetensors only"):
+        models.load_model(str(tmp_path))
+
+
+def test_local_folder_loads(smol):
+    lm = models.load_model(str(models.converted_dir(smol.spec)), device="cpu", dtype="float32")
+    assert lm.spec.family == "local" and lm.fingerprint.startswith("local-")
+    ids = smol.tokenizer("Hello there", return_tensors="pt").input_ids
+    with torch.inference_mode():
+        assert torch.equal(lm.model(ids).logits, smol.model(ids).logits)
+
+
+def test_device_and_dtype_resolution():
+    assert models.resolve_device("cpu") == "cpu"
+    assert models.resolve_dtype("auto", "cpu") == "float32"
+    assert models.resolve_dtype("auto", "cuda") == "bfloat16"
+    with pytest.raises(ModelUnavailableError, match="unknown dtype"):
+        models.resolve_dtype("int3", "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelUnavailableError, match="CUDA is not available"):
+            models.resolve_device("cuda")
+
+
+def test_cli_models_lists_registry():
+    out = subprocess.run([sys.executable, "-m", "evalcore", "models", "--json"], capture_output=True, text=True,
+                         cwd=ROOT, check=True)
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["smollm2-135m"]["available"] and rows["smollm2-135m"]["tokenizer_family"] == "smollm2"
+    assert rows["gemma3-270m"]["params_m"] == 268
+
+
+def test_import_is_light():
+    """Importing evalcore and its metrics loads neither torch nor transformers nor streamlit."""
+    code = ("import sys, evalcore, evalcore.metrics.kl, evalcore.metrics.hellaswag, evalcore.data, evalcore.store, evalcore.models, evalcore.runs, evalcore.cli; "
+            "bad = [m for m in ('torch', 'transformers', 'streamlit') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_layering_by_import_scan():
+    """evalcore never imports streamlit; pages never import torch or transformers."""
+    for p in (ROOT / "evalcore").rglob("*.py"):
+        assert "import streamlit" not in p.read_text(), p
+    for p in [ROOT / "app.py", *(ROOT / "pages").glob("*.py")]:
+        text = p.read_text()
+        assert "import torch" not in text and "transformers" not in text, p
