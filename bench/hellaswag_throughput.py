@@ -31,7 +31,9 @@ def lm_eval_requests(ds, indices):
     """(context, continuation) pairs and gold labels from lm-eval's own preprocessing."""
     from lm_eval.tasks.hellaswag.utils import process_docs
 
-    docs = process_docs(ds._ds.select(indices))
+    import datasets
+
+    docs = process_docs(datasets.Dataset.from_list([ds._ds[i] for i in indices]))
     reqs, labels, choices = [], [], []
     for d in docs:
         for c in d["choices"]:

@@ -3,6 +3,9 @@
     evalcore models [--json]
     evalcore hellaswag --model NAME [--limit N | --indices FILE | --sample N --seed S]
                        [--device auto] [--dtype auto] [--batch-tokens T] --out FILE.json
+    evalcore perplexity --model NAME (--text-file F | --corpus hellaswag|wikipedia) [--limit N]
+                        [--max-length L] [--stride S] --out FILE.json
+    evalcore kl --model-p A --model-q B (--text-file F | --corpus ...) --out FILE.json
 
 Errors a user can act on print one line on stderr and exit with status 2.
 """
@@ -35,7 +38,43 @@ def _parser() -> argparse.ArgumentParser:
     sel.add_argument("--sample", type=int, help="N items sampled at random (with --seed)")
     h.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
     h.add_argument("--out", type=Path, required=True, help="where to write the JSON result")
+
+    pp = sub.add_parser("perplexity", help="sliding-window perplexity, bits per token and bits per byte")
+    _model_args(pp)
+    _text_args(pp)
+    pp.add_argument("--max-length", type=int, default=1024, help="tokens per window (capped at the model's context)")
+    pp.add_argument("--stride", type=int, default=512, help="tokens between window starts (<= max length)")
+    pp.add_argument("--per-token", action="store_true", help="include each text's token ids and NLLs in the JSON")
+    pp.add_argument("--out", type=Path, required=True, help="where to write the JSON result")
+
+    k = sub.add_parser("kl", help="token-level KL between two models that share a tokenizer")
+    k.add_argument("--model-p", required=True, help="model P (registry name, folder or hub id)")
+    k.add_argument("--model-q", required=True, help="model Q; must share P's tokenizer")
+    k.add_argument("--device", default="auto")
+    k.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    k.add_argument("--dtype-q", default=None, choices=["auto", "float32", "bfloat16"],
+                   help="dtype for Q only (e.g. compare a model at float32 with itself at bfloat16)")
+    _text_args(k)
+    k.add_argument("--top-k", type=int, default=10, help="k for top-k agreement")
+    k.add_argument("--max-length", type=int, default=1024, help="tokens of each text compared")
+    k.add_argument("--out", type=Path, required=True)
     return p
+
+
+def _text_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text-file", type=Path, help="a UTF-8 text file")
+    src.add_argument("--corpus", choices=["hellaswag", "wikipedia"],
+                     help="hellaswag: contexts with gold endings; wikipedia: BoolQ passages (bundled)")
+    p.add_argument("--limit", type=int, default=None, help="first N texts of the corpus")
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
+    from evalcore.data import corpus, read_text_file
+
+    if args.text_file is not None:
+        return [read_text_file(args.text_file)]
+    return corpus(args.corpus, limit=args.limit if args.limit is not None else 100)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -111,6 +150,46 @@ def cmd_hellaswag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_perplexity(args: argparse.Namespace) -> int:
+    from evalcore.models import load_model
+    from evalcore.runs import run_perplexity
+    from evalcore.store import Store
+
+    texts = _texts(args)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    bar, update = _progress_bar(f"perplexity {lm.spec.name}")
+    res = run_perplexity(lm, texts, max_length=args.max_length, stride=args.stride, store=Store(args.store),
+                         batch_tokens=args.batch_tokens, progress=update)
+    bar.close()
+    _write_json(args.out, res.to_dict(per_token=args.per_token))
+    m = res.metrics
+    print(f"{lm.spec.name}: perplexity {m.perplexity:.3f}, {m.bits_per_token:.3f} bits/token, {m.bits_per_byte:.4f} "
+          f"bits/byte over {m.tokens} tokens of {len(texts)} texts -> {args.out}")
+    return 0
+
+
+def cmd_kl(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from evalcore.models import load_model
+    from evalcore.runs import run_token_kl
+
+    texts = _texts(args)
+    lm_p = load_model(args.model_p, device=args.device, dtype=args.dtype)
+    lm_q = load_model(args.model_q, device=args.device, dtype=args.dtype_q or args.dtype)
+    per_text = [run_token_kl(lm_p, lm_q, t, k=args.top_k, max_length=args.max_length) for t in texts]
+    pos = np.array([len(r.kl_pq) for r in per_text], dtype=float)
+    summ = [r.summary() for r in per_text]
+    pooled = {key: float(np.average([s[key] for s in summ], weights=pos))
+              for key in ("kl_pq", "kl_qp", "js", "top1_agreement", f"top{args.top_k}_overlap")}
+    out = {"model_p": per_text[0].model_p, "model_q": per_text[0].model_q, **pooled, "positions": int(pos.sum()),
+           "n_texts": len(texts), "units": "nats, mean over positions", "texts": summ}
+    _write_json(args.out, out)
+    print(f"KL(P||Q) {pooled['kl_pq']:.4f}, KL(Q||P) {pooled['kl_qp']:.4f}, JS {pooled['js']:.4f} nats over "
+          f"{int(pos.sum())} positions; top-1 agreement {pooled['top1_agreement']:.3f} -> {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -119,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_models(args)
         if args.cmd == "hellaswag":
             return cmd_hellaswag(args)
+        if args.cmd == "perplexity":
+            return cmd_perplexity(args)
+        if args.cmd == "kl":
+            return cmd_kl(args)
     except EvalcoreError as e:
         print(f"evalcore: error: {e}", file=sys.stderr)
         return 2

@@ -78,18 +78,29 @@ def process_doc(doc: dict[str, Any], index: int) -> HellaSwagItem:
                          int(doc["label"]), doc["activity_label"])
 
 
-def _load_split(bundled: assets.BundledFile, hub_id: str, hub_config: str | None = None):
-    """A validation split from the bundle if installed, else from the hub."""
-    import datasets
+def _load_split(bundled: assets.BundledFile, hub_id: str, hub_config: str | None = None) -> list[dict[str, Any]]:
+    """A validation split's rows from the bundle if installed, else from the hub.
 
+    The bundle is a `datasets.save_to_disk` folder; its Arrow stream files are read with
+    pyarrow directly (0.1 s instead of ~0.8 s for importing `datasets`).
+    """
     p = assets.locate(bundled)
     if p is not None:
-        return datasets.load_from_disk(str(p))
+        import pyarrow as pa
+
+        files = [f["filename"] for f in json.loads((p / "state.json").read_text())["_data_files"]]
+        tables = []
+        for name in files:
+            with pa.memory_map(str(p / name)) as src:
+                tables.append(pa.ipc.open_stream(src).read_all())
+        return pa.concat_tables(tables).to_pylist()
     from evalcore.models import hub_offline
 
     if hub_offline():
         raise InputError(f"dataset {hub_id!r}: bundle not installed and offline; run {assets.BUNDLE_INSTALL_HINT}")
-    return datasets.load_dataset(hub_id, hub_config, split="validation")
+    import datasets
+
+    return list(datasets.load_dataset(hub_id, hub_config, split="validation"))
 
 
 class HellaSwag:
@@ -108,8 +119,7 @@ class HellaSwag:
         return process_doc(self._ds[int(index)], int(index))
 
     def items(self, indices: list[int]) -> list[HellaSwagItem]:
-        rows = self._ds.select(indices)
-        return [process_doc(r, i) for r, i in zip(rows, indices)]
+        return [process_doc(self._ds[int(i)], int(i)) for i in indices]
 
     def identity(self) -> dict[str, Any]:
         return {"dataset": "hellaswag/validation", "n_rows": len(self), "preprocess": PREPROCESS_VERSION}
@@ -159,3 +169,44 @@ def boolq_passages(limit: int | None = None) -> list[str]:
     ds = _load_split(assets.BOOLQ_DIR, HUB_BOOLQ)
     n = len(ds) if limit is None else min(limit, len(ds))
     return [ds[i]["passage"] for i in range(n)]
+
+
+CORPORA = ("hellaswag", "wikipedia")
+
+
+def corpus(name: str, *, limit: int | None = None) -> list[str]:
+    """Texts for perplexity: "hellaswag" (context + gold ending) or "wikipedia" (BoolQ passages)."""
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit {limit}: need at least 1 text")
+    if name == "hellaswag":
+        ds = HellaSwag()
+        return [it.gold_text for it in ds.items(list(range(min(limit or len(ds), len(ds)))))]
+    if name == "wikipedia":
+        return boolq_passages(limit)
+    raise InputError(f"unknown corpus {name!r}; use one of {', '.join(CORPORA)} or give a text file")
+
+
+def check_text(text: str, *, what: str = "text") -> str:
+    """A usable text, or an InputError that says what is wrong with it."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"{what} is empty or whitespace only; give some text")
+    if "\x00" in text:
+        raise InputError(f"{what} contains NUL bytes: it looks binary; give a plain UTF-8 text")
+    return text
+
+
+def read_text_file(path: str | Path, *, max_bytes: int = 5_000_000) -> str:
+    """A UTF-8 text file's contents, with one-line errors for missing, binary, huge or non-UTF-8 files."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > max_bytes:
+            raise InputError(f"text file {str(p)!r} is {size:,} bytes; the limit is {max_bytes:,}: split it")
+        raw = p.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read text file {str(p)!r}: {e.strerror or e}") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"text file {str(p)!r} is not UTF-8 (byte {e.start}); re-save it as UTF-8") from e
+    return check_text(text, what=f"text file {str(p)!r}")

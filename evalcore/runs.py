@@ -14,6 +14,7 @@ import numpy as np
 
 from evalcore.data import HellaSwag, HellaSwagItem
 from evalcore.metrics import hellaswag as hsm
+from evalcore.metrics.perplexity import Perplexity
 from evalcore.models import LoadedModel
 from evalcore.store import Store, record_key
 
@@ -127,3 +128,140 @@ def run_hellaswag(
     acc_norm = hsm.accuracy(np.array([r.pred_norm for r in ordered]) == labels)
     model = {**lm.identity(), "device": lm.device}
     return HellaSwagResult(model, len(ordered), acc, acc_norm, ordered, time.perf_counter() - t0, cached)
+
+
+# ----------------------------------------------------------------------------- perplexity
+
+@dataclass(frozen=True)
+class TextNLL:
+    """One text's scored tokens: ids[1:] (or all, after a BOS) with their NLLs."""
+
+    ids: list[int]  # the whole encoding, special tokens included
+    nll: list[float]  # NLL (nats) of ids[1], ids[2], ...: token 0 is context only
+    n_bytes: int  # UTF-8 bytes of the text
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    """Perplexity of a corpus with per-token surprisal kept for heatmaps."""
+
+    model: dict[str, Any]
+    metrics: Perplexity
+    texts: list[TextNLL]
+    settings: dict[str, Any]  # max_length, stride, which tokens were scored
+    seconds: float
+    cached_texts: int
+
+    def to_dict(self, *, per_token: bool = False) -> dict[str, Any]:
+        d = {"model": self.model, **self.metrics.to_dict(), "settings": self.settings, "n_texts": len(self.texts),
+             "timing": {"seconds": round(self.seconds, 3), "cached_texts": self.cached_texts,
+                        "tokens_per_s": round(self.metrics.tokens / self.seconds, 1) if self.seconds else None}}
+        if per_token:
+            d["texts"] = [asdict(t) for t in self.texts]
+        return d
+
+
+def run_perplexity(lm: LoadedModel, texts: Sequence[str], *, max_length: int = 1024, stride: int = 512,
+                   store: Store | None = None, batch_tokens: int | None = None,
+                   progress: Progress | None = None) -> PerplexityResult:
+    """Sliding-window perplexity of texts (pooled over tokens), per-text results in the store."""
+    import hashlib
+
+    from evalcore import scoring
+    from evalcore.data import check_text
+    from evalcore.errors import InputError
+    from evalcore.metrics.perplexity import perplexity
+
+    t0 = time.perf_counter()
+    store = store or Store()
+    if not texts:
+        raise InputError("no texts given; give at least one text")
+    texts = [check_text(t, what=f"text {i}") for i, t in enumerate(texts)]
+    settings = {"max_length": max_length, "stride": stride}
+    keys = [record_key(op="perplexity", model=lm.identity(), text=hashlib.sha256(t.encode()).hexdigest(),
+                       **settings) for t in texts]
+    found = store.get_many(keys)
+    out: dict[int, TextNLL] = {i: TextNLL(**found[k]) for i, k in enumerate(keys) if k in found}
+    cached = len(out)
+    todo = [i for i in range(len(texts)) if i not in out]
+    if todo:
+        ids = [lm.tokenizer(texts[i]).input_ids for i in todo]
+        short = [todo[j] for j, x in enumerate(ids) if len(x) < 2]
+        if short:
+            raise InputError(f"text {short[0]} is shorter than two tokens; give a longer text")
+        done = cached
+        for s in range(0, len(todo), 64):  # store every 64 texts: a killed run resumes
+            chunk = list(range(s, min(s + 64, len(todo))))
+            nlls = scoring.token_nlls(lm, [ids[j] for j in chunk], max_length=max_length, stride=stride,
+                                      batch_tokens=batch_tokens)
+            new = {}
+            for j, nll in zip(chunk, nlls):
+                i = todo[j]
+                out[i] = TextNLL(list(ids[j]), [float(x) for x in nll], len(texts[i].encode("utf-8")))
+                new[keys[i]] = asdict(out[i])
+            store.put_many("perplexity", new)
+            done += len(chunk)
+            if progress:
+                progress(done, len(texts))
+    ordered = [out[i] for i in range(len(texts))]
+    metrics = perplexity([np.array(t.nll) for t in ordered], sum(t.n_bytes for t in ordered))
+    bos = lm.tokenizer.bos_token_id
+    starts_bos = all(t.ids[0] == bos for t in ordered) if bos is not None else False
+    settings["scored"] = ("every text token (the tokenizer adds BOS, which is context)" if starts_bos
+                          else "every token but the first of each text (no BOS: the first token is context)")
+    return PerplexityResult({**lm.identity(), "device": lm.device}, metrics, ordered, settings,
+                            time.perf_counter() - t0, cached)
+
+
+# ----------------------------------------------------------------------------- token-level KL
+
+LADDER_HINT = "e.g. smollm2-135m vs smollm2-360m, gpt2 vs gpt2-medium, pythia-70m vs pythia-410m"
+
+
+def check_same_tokenizer(a: LoadedModel, b: LoadedModel) -> None:
+    """Token-level KL compares distributions over the same vocabulary: require the same tokenizer."""
+    from evalcore.errors import InputError
+
+    if a.tokenizer.get_vocab() != b.tokenizer.get_vocab():
+        raise InputError(
+            f"token-level KL needs a shared tokenizer: {a.spec.name} uses {a.spec.tokenizer_family!r}, "
+            f"{b.spec.name} uses {b.spec.tokenizer_family!r}; pick two sizes of one ladder ({LADDER_HINT}), "
+            "or compare them on HellaSwag choices, which works across tokenizers")
+
+
+@dataclass(frozen=True)
+class TokenKLResult:
+    """Token-level divergences between two models on one text."""
+
+    model_p: dict[str, Any]
+    model_q: dict[str, Any]
+    tokens: list[str]  # the predicted tokens (ids[1:]) as strings, for heatmaps
+    kl_pq: list[float]  # per position, nats
+    kl_qp: list[float]
+    js: list[float]
+    top1_agree: list[bool]
+    topk_overlap: list[float]
+    k: int
+
+    def summary(self) -> dict[str, Any]:
+        arr = {n: np.array(getattr(self, n), dtype=float) for n in ("kl_pq", "kl_qp", "js")}
+        return {"kl_pq": float(arr["kl_pq"].mean()), "kl_qp": float(arr["kl_qp"].mean()), "js": float(arr["js"].mean()),
+                "kl_pq_quantiles": {q: float(np.quantile(arr["kl_pq"], q / 100)) for q in (10, 50, 90)},
+                "top1_agreement": float(np.mean(self.top1_agree)), f"top{self.k}_overlap": float(np.mean(self.topk_overlap)),
+                "positions": len(self.kl_pq)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_p": self.model_p, "model_q": self.model_q, **self.summary(), "per_position": asdict(self)}
+
+
+def run_token_kl(lm_p: LoadedModel, lm_q: LoadedModel, text: str, *, k: int = 10, max_length: int = 1024) -> TokenKLResult:
+    """KL(P||Q), KL(Q||P), JS and top-k agreement of two models' next-token distributions on a text."""
+    from evalcore import scoring
+    from evalcore.data import check_text
+
+    check_same_tokenizer(lm_p, lm_q)
+    ids = lm_p.tokenizer(check_text(text)).input_ids
+    d = scoring.token_divergences(lm_p, lm_q, ids, k=k, max_length=max_length)
+    toks = [lm_p.tokenizer.decode([t]) for t in ids[1 : len(d.kl_pq) + 1]]
+    return TokenKLResult({**lm_p.identity()}, {**lm_q.identity()}, toks, d.kl_pq.tolist(), d.kl_qp.tolist(),
+                         d.js.tolist(), d.top1_agree.tolist(), d.topk_overlap.tolist(), k)
