@@ -6,6 +6,8 @@
     evalcore perplexity --model NAME (--text-file F | --corpus hellaswag|wikipedia) [--limit N]
                         [--max-length L] [--stride S] --out FILE.json
     evalcore kl --model-p A --model-q B (--text-file F | --corpus ...) --out FILE.json
+    evalcore mauve (--p-features P.npy --q-features Q.npy | --model NAME [--limit N] [--featurizer minilm])
+                   [--clusters K|auto] [--scaling C] [--seed S] --out FILE.json
 
 Errors a user can act on print one line on stderr and exit with status 2.
 """
@@ -58,6 +60,24 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--top-k", type=int, default=10, help="k for top-k agreement")
     k.add_argument("--max-length", type=int, default=1024, help="tokens of each text compared")
     k.add_argument("--out", type=Path, required=True)
+
+    mv = sub.add_parser("mauve", help="MAUVE: features from .npy files, or human vs model HellaSwag text")
+    mv.add_argument("--p-features", type=Path, help="P (human) features, .npy [n, dim]")
+    mv.add_argument("--q-features", type=Path, help="Q (model) features, .npy [n, dim]")
+    mv.add_argument("--model", help="model whose continuations of HellaSwag contexts form Q")
+    mv.add_argument("--featurizer", default="minilm", help="minilm (bundled) or a causal LM name (last hidden state)")
+    mv.add_argument("--limit", type=int, default=100, help="HellaSwag contexts (default 100)")
+    mv.add_argument("--clusters", default="auto", help="k, or auto (= n/10 as mauve-text)")
+    mv.add_argument("--scaling", type=float, default=5.0, help="c in exp(-c KL) (default 5)")
+    mv.add_argument("--seed", type=int, default=25, help="PCA/k-means seed (mauve-text's default 25)")
+    mv.add_argument("--temperature", type=float, default=1.0)
+    mv.add_argument("--top-p", type=float, default=0.95)
+    mv.add_argument("--top-k", type=int, default=0)
+    mv.add_argument("--max-new-tokens", type=int, default=None, help="default: the gold ending's length")
+    mv.add_argument("--device", default="auto")
+    mv.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    mv.add_argument("--store", type=Path, default=None)
+    mv.add_argument("--out", type=Path, required=True)
     return p
 
 
@@ -190,6 +210,58 @@ def cmd_kl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mauve(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from evalcore.runs.mauve import MauveLab, run_mauve
+
+    k = args.clusters if args.clusters == "auto" else _int(args.clusters, "--clusters")
+    if args.p_features or args.q_features:
+        if not (args.p_features and args.q_features):
+            raise EvalcoreError("give both --p-features and --q-features")
+        try:
+            fp, fq = np.load(args.p_features), np.load(args.q_features)
+        except (OSError, ValueError) as e:
+            raise EvalcoreError(f"cannot read features: {e}; give .npy files of shape [n, dim]") from e
+        lab = MauveLab.from_features(fp, fq, seed=args.seed, scaling=args.scaling)
+        meta: dict[str, Any] = {"source": "features"}
+    else:
+        if not args.model:
+            raise EvalcoreError("give --model NAME (HellaSwag texts) or --p-features/--q-features")
+        from evalcore.data import HellaSwag, select_indices
+        from evalcore.models import load_embedder, load_model
+        from evalcore.scoring import Decoding
+        from evalcore.store import Store
+
+        ds = HellaSwag()
+        idx = select_indices(len(ds), limit=args.limit)
+        lm = load_model(args.model, device=args.device, dtype=args.dtype)
+        if args.featurizer == "minilm":
+            feat, kind = load_embedder(device=args.device), "minilm"
+        else:
+            feat, kind = load_model(args.featurizer, device=args.device, dtype="float32"), "causal"
+        dec = Decoding(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                       max_new_tokens=args.max_new_tokens, seed=args.seed)
+        bar, update = _progress_bar(f"generate {lm.spec.name}")
+        lab = run_mauve(lm, feat, idx, dec, kind=kind, dataset=ds, store=Store(args.store), seed=args.seed, progress=update)
+        bar.close()
+        meta = {"source": "hellaswag", "model": lm.identity(), "featurizer": feat.identity(), "decoding": dec.to_dict(),
+                "n": len(idx)}
+    res = lab.result(k)
+    out = {**res.to_dict(), **meta, "mauve_ci95_bootstrap": list(lab.bootstrap(k)), "mauve_over_seeds": lab.seeds(k)}
+    _write_json(args.out, out)
+    print(f"MAUVE {res.mauve:.4f} (MAUVE* {res.mauve_star:.4f}), k={res.num_buckets}, 95% CI "
+          f"[{out['mauve_ci95_bootstrap'][0]:.3f}, {out['mauve_ci95_bootstrap'][1]:.3f}] -> {args.out}")
+    return 0
+
+
+def _int(v: str, flag: str) -> int:
+    try:
+        return int(v)
+    except ValueError:
+        raise EvalcoreError(f"{flag} {v!r}: give an integer or auto") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -202,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_perplexity(args)
         if args.cmd == "kl":
             return cmd_kl(args)
+        if args.cmd == "mauve":
+            return cmd_mauve(args)
     except EvalcoreError as e:
         print(f"evalcore: error: {e}", file=sys.stderr)
         return 2

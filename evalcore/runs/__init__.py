@@ -4,11 +4,12 @@ Pages and the CLI call these functions; they never loop over items themselves.
 
     hellaswag   run_hellaswag: acc / acc_norm with per-item results
     perplexity  run_perplexity: sliding-window perplexity; run_token_kl: token-level KL
-    mauve       run_mauve_texts / MauveLab: human vs model texts, features, re-sliceable MAUVE
+    mauve       run_mauve -> MauveLab: human vs model texts, features, re-sliceable MAUVE
 """
 from evalcore.runs.hellaswag import HellaSwagItemResult, HellaSwagResult, Progress, run_hellaswag
+from evalcore.runs.mauve import MauveLab, features, model_texts, run_mauve
 from evalcore.runs.perplexity import (PerplexityResult, TextNLL, TokenKLResult, check_same_tokenizer, run_perplexity,
                                       run_token_kl)
 
-__all__ = ["HellaSwagItemResult", "HellaSwagResult", "PerplexityResult", "Progress", "TextNLL", "TokenKLResult",
+__all__ = ["MauveLab", "features", "model_texts", "run_mauve", "HellaSwagItemResult", "HellaSwagResult", "PerplexityResult", "Progress", "TextNLL", "TokenKLResult",
            "check_same_tokenizer", "run_hellaswag", "run_perplexity", "run_token_kl"]

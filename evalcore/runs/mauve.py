@@ -1,0 +1,156 @@
+"""MAUVE of human HellaSwag text vs a model's continuations, with re-sliceable steps.
+
+    human text P  = the gold ending of each context             (the lesson's "correct texts")
+    model text Q  = the model's sampled continuation of the same contexts (cached per model, decoding, item)
+
+Only the endings are featurized: the context is shared by both sides, and with it in the
+text the features of P and Q look alike whatever the model writes (MAUVE near 1 for any model).
+    features      = featurizer(text)                           (cached per featurizer, text)
+    MauveLab      = features reduced once; k-means once per k; α, histograms, curve are cheap
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from evalcore.data import HellaSwag
+from evalcore.errors import InputError
+from evalcore.metrics import mauve as M
+from evalcore.models import LoadedModel
+from evalcore.runs.hellaswag import Progress
+from evalcore.store import Store, record_key
+
+log = logging.getLogger(__name__)
+
+
+def _thash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def model_texts(lm: LoadedModel, indices: Sequence[int], decoding, *, dataset: HellaSwag | None = None,
+                store: Store | None = None, batch_size: int = 16, progress: Progress | None = None) -> list[str]:
+    """The model's continuation of each item's context; generated once, then read from the store."""
+    from evalcore import scoring
+
+    ds = dataset or HellaSwag()
+    store = store or Store()
+    items = ds.items(list(indices))
+    keys = [record_key(op="generate", model=lm.identity(), decoding=decoding.to_dict(), data=ds.identity(), index=it.index)
+            for it in items]
+    found = store.get_many(keys)
+    out = {i: found[k]["continuation"] for i, k in enumerate(keys) if k in found}
+    todo = [i for i in range(len(items)) if i not in out]
+    for s in range(0, len(todo), batch_size):
+        chunk = todo[s : s + batch_size]
+        max_new = [decoding.max_new_tokens or int(np.clip(len(lm.tokenizer(" " + items[i].choices[items[i].label]).input_ids), 8, 64))
+                   for i in chunk]
+        gen = scoring.generate(lm, [items[i].query for i in chunk], [str(items[i].index) for i in chunk], max_new, decoding)
+        store.put_many("generate", {keys[i]: {"continuation": g} for i, g in zip(chunk, gen)})
+        out.update(zip(chunk, gen))
+        if progress:
+            progress(len(items) - len(todo) + s + len(chunk), len(items))
+    return [out[i].strip() or out[i] for i in range(len(items))]
+
+
+def features(featurizer: LoadedModel, texts: Sequence[str], *, kind: str, store: Store | None = None) -> npt.NDArray[np.float32]:
+    """[n, dim] features, each text featurized once per featurizer (cached in the store)."""
+    from evalcore import scoring
+
+    store = store or Store()
+    keys = [record_key(op="features", model=featurizer.identity(), kind=kind, text=_thash(t)) for t in texts]
+    found = store.get_many(keys)
+    todo = [i for i, k in enumerate(keys) if k not in found]
+    if todo:
+        f = scoring.featurize(featurizer, [texts[i] for i in todo], kind=kind)
+        new = {keys[i]: f[j].tolist() for j, i in enumerate(todo)}
+        store.put_many("features", new)
+        found.update(new)
+    return np.array([found[k] for k in keys], dtype=np.float32)
+
+
+@dataclass
+class MauveLab:
+    """MAUVE with every intermediate exposed; PCA runs once, k-means once per (k, seed).
+
+    Build with `MauveLab.from_features(p_feats, q_feats, ...)`; then `result(k)`,
+    `point(alpha, k)`, `sweep(ks)`, `seeds(k)`, `bootstrap(k)` are cheap or cached.
+    """
+
+    reduced: M.Reduced
+    p_texts: list[str] = field(default_factory=list)
+    q_texts: list[str] = field(default_factory=list)
+    scaling: float = 5.0
+    _cache: dict[tuple[int, int], tuple[M.MauveResult, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_features(cls, p_features, q_features, *, p_texts: Sequence[str] = (), q_texts: Sequence[str] = (),
+                      explained_variance: float = 0.9, seed: int = 25, scaling: float = 5.0) -> MauveLab:
+        red = M.reduce(p_features, q_features, explained_variance=explained_variance, seed=seed)
+        return cls(red, list(p_texts), list(q_texts), scaling)
+
+    @property
+    def n_texts(self) -> int:
+        return self.reduced.n_p + self.reduced.n_q
+
+    def k_auto(self) -> int:
+        return M.auto_buckets(self.reduced.n_p, self.reduced.n_q)
+
+    def _fit(self, k: int, kmeans_seed: int | None = None) -> tuple[M.MauveResult, np.ndarray]:
+        seed = self.reduced.seed + 2 if kmeans_seed is None else kmeans_seed
+        if (k, seed) not in self._cache:
+            self._cache[(k, seed)] = M.quantize_and_score(self.reduced, num_buckets=k, kmeans_seed=seed, scaling=self.scaling)
+        return self._cache[(k, seed)]
+
+    def result(self, k: int | str = "auto") -> M.MauveResult:
+        return self._fit(self.k_auto() if k == "auto" else int(k))[0]
+
+    def labels(self, k: int | str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """(p_labels, q_labels): the cluster of each human and each model text."""
+        lab = self._fit(self.k_auto() if k == "auto" else int(k))[1]
+        return lab[self.reduced.n_q :], lab[: self.reduced.n_q]
+
+    def point(self, alpha: float, k: int | str = "auto") -> dict[str, Any]:
+        """The α slider: mixture R_α, KL(P||R_α), KL(Q||R_α) and the curve point exp(-c·KL)."""
+        r = self.result(k)
+        kq, kp = M.mixture_point(r.p_hist, r.q_hist, alpha)
+        return {"alpha": alpha, "mixture": M.mixture(r.p_hist, r.q_hist, alpha).tolist(), "kl_p_r": kp, "kl_q_r": kq,
+                "x": float(np.exp(-self.scaling * kq)), "y": float(np.exp(-self.scaling * kp))}
+
+    def sweep(self, ks: Sequence[int]) -> list[dict[str, float]]:
+        return [{"k": int(k), "mauve": self.result(int(k)).mauve, "mauve_star": self.result(int(k)).mauve_star} for k in ks]
+
+    def seeds(self, k: int | str = "auto", seeds: Sequence[int] = (0, 1, 2, 3, 4)) -> dict[str, Any]:
+        kk = self.k_auto() if k == "auto" else int(k)
+        vals = np.array([self._fit(kk, s)[0].mauve for s in seeds])
+        return {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                "values": vals.tolist(), "seeds": list(seeds)}
+
+    def bootstrap(self, k: int | str = "auto", *, n_boot: int = 200, random_state: int = 0) -> tuple[float, float]:
+        kk = self.k_auto() if k == "auto" else int(k)
+        return M.bootstrap_ci(self._fit(kk)[1], self.reduced.n_q, kk, n_boot=n_boot, random_state=random_state,
+                              scaling=self.scaling)
+
+
+def run_mauve(lm: LoadedModel, featurizer: LoadedModel, indices: Sequence[int], decoding, *, kind: str = "minilm",
+              dataset: HellaSwag | None = None, store: Store | None = None, seed: int = 25,
+              progress: Progress | None = None) -> MauveLab:
+    """Human HellaSwag texts (P) vs the model's continuations of the same contexts (Q)."""
+    if len(indices) < 4:
+        raise InputError(f"{len(indices)} items: MAUVE needs at least 4 texts per side (40+ for stable numbers)")
+    t0 = time.perf_counter()
+    ds = dataset or HellaSwag()
+    store = store or Store()
+    human = [it.choices[it.label] for it in ds.items(list(indices))]
+    model = model_texts(lm, indices, decoding, dataset=ds, store=store, progress=progress)
+    fp = features(featurizer, human, kind=kind, store=store)
+    fq = features(featurizer, model, kind=kind, store=store)
+    lab = MauveLab.from_features(fp, fq, p_texts=human, q_texts=model, seed=seed)
+    log.info("MAUVE inputs for %s ready in %.1fs", lm.spec.name, time.perf_counter() - t0)
+    return lab

@@ -1,0 +1,129 @@
+"""MAUVE: parity with mauve-text, the re-sliceable steps, bad input, end to end on the bundle."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evalcore.errors import InputError
+from evalcore.metrics import mauve as M
+from evalcore.runs.mauve import MauveLab, run_mauve
+from evalcore.scoring import Decoding
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _feats(seed=0, n_p=300, n_q=250, d=48, shift=0.4):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n_p, d)), rng.normal(size=(n_q, d)) + shift
+
+
+@pytest.mark.parametrize("k", ["auto", 7, 30])
+def test_parity_with_mauve_text(k):
+    import mauve
+
+    p, q = _feats()
+    ref = mauve.compute_mauve(p_features=p, q_features=q, num_buckets=k, verbose=False)
+    ours = M.compute_mauve(p, q, num_buckets=k)
+    assert ours.mauve == pytest.approx(ref.mauve, abs=1e-3)
+    assert ours.frontier_integral == pytest.approx(ref.frontier_integral, abs=1e-3)
+    assert ours.mauve_star == pytest.approx(ref.mauve_star, abs=1e-3)
+    # histograms equal up to cluster relabelling: compare as sorted (p, q) pairs
+    a = np.array(sorted(zip(ours.p_hist, ours.q_hist)))
+    b = np.array(sorted(zip(ref.p_hist, ref.q_hist)))
+    np.testing.assert_allclose(a, b, atol=1e-9)
+    assert ours.num_buckets == ref.num_buckets
+
+
+def test_curve_math_hand_checked():
+    p, q = np.array([0.5, 0.5]), np.array([0.501, 0.499])
+    assert M.mauve_area(M.divergence_curve(p, q)) > 0.99
+    far = M.mauve_area(M.divergence_curve(np.array([1.0, 0.0]), np.array([0.0, 1.0])))
+    assert far < 0.05
+    kq, kp = M.mixture_point([1.0, 0.0], [0.0, 1.0], 0.5)
+    assert kq == pytest.approx(np.log(2)) and kp == pytest.approx(np.log(2))
+    assert M.auto_buckets(2000, 500) == 50
+
+
+def test_lab_reuses_steps_and_alpha_is_cheap():
+    p, q = _feats(1)
+    lab = MauveLab.from_features(p, q)
+    r = lab.result(10)
+    assert lab.result(10) is r  # k-means ran once for this k
+    pt = lab.point(0.3, 10)
+    assert np.isclose(sum(pt["mixture"]), 1) and pt["kl_p_r"] >= 0 and 0 < pt["x"] <= 1
+    sw = lab.sweep([5, 10, 20])
+    assert [s["k"] for s in sw] == [5, 10, 20] and sw[1]["mauve"] == r.mauve
+    spread = lab.seeds(10, seeds=[0, 1, 2])
+    assert len(spread["values"]) == 3 and spread["std"] >= 0
+    lo, hi = lab.bootstrap(10, n_boot=100)
+    assert 0 <= lo <= hi <= 1
+    pl, ql = lab.labels(10)
+    assert len(pl) == 300 and len(ql) == 250 and pl.max() < 10
+
+
+def test_bad_input():
+    p, q = _feats()
+    with pytest.raises(InputError, match="at least 2"):
+        M.compute_mauve(p, q, num_buckets=1)
+    with pytest.raises(InputError, match="more than the"):
+        M.compute_mauve(p[:5], q[:5], num_buckets=50)
+    bad = p.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(InputError, match="NaN or inf"):
+        M.compute_mauve(bad, q)
+    with pytest.raises(InputError, match="different dimensions"):
+        M.compute_mauve(p, q[:, :10])
+    with pytest.raises(InputError, match="strictly between 0 and 1"):
+        M.mixture([0.5, 0.5], [0.5, 0.5], 1.0)
+    with pytest.raises(InputError, match="2-D"):
+        M.compute_mauve(np.zeros(5), q)
+
+
+def test_end_to_end_on_bundle(smol, hellaswag, store):
+    from evalcore.models import load_embedder
+    from evalcore.runs.mauve import features
+
+    emb = load_embedder(device="cpu")
+    dec = Decoding(seed=0)
+    idx = list(range(80))
+    lab = run_mauve(smol, emb, idx, dec, dataset=hellaswag, store=store)
+    res = lab.result("auto")
+    assert 0 < res.mauve <= 1 and len(lab.q_texts) == 80 and res.num_buckets == 8
+    # human text split in two halves (A: items 0-39, B: items 40-79) is closer to itself than
+    # A is to the model's continuations of B's contexts (same contexts as B, so topics match)
+    gold = [it.choices[it.label] for it in hellaswag.items(idx)]
+    fa, fb = features(emb, gold[:40], kind="minilm", store=store), features(emb, gold[40:], kind="minilm", store=store)
+    fq = features(emb, lab.q_texts[40:], kind="minilm", store=store)
+    human = MauveLab.from_features(fa, fb).seeds(4, seeds=[0, 1, 2, 3, 4])["mean"]
+    model = MauveLab.from_features(fa, fq).seeds(4, seeds=[0, 1, 2, 3, 4])["mean"]
+    print("human halves", human, "human vs model", model)
+    assert human > model, (human, model)
+    n = store.count("generate")
+    again = run_mauve(smol, emb, idx, dec, dataset=hellaswag, store=store)
+    assert store.count("generate") == n == 80 and again.q_texts == lab.q_texts
+    assert again.result("auto").mauve == res.mauve
+
+
+def test_cli_from_features(tmp_path):
+    p, q = _feats(2)
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "q.npy", q)
+    out = tmp_path / "m.json"
+    r = subprocess.run([sys.executable, "-m", "evalcore", "mauve", "--p-features", str(tmp_path / "p.npy"),
+                        "--q-features", str(tmp_path / "q.npy"), "--clusters", "12", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    for key in ("mauve", "mauve_star", "frontier_integral", "num_buckets", "p_hist", "q_hist", "divergence_curve",
+                "kl_pq", "kl_qp", "settings"):
+        assert key in d
+    assert d["num_buckets"] == 12 and d["mauve"] == pytest.approx(M.compute_mauve(p, q, num_buckets=12).mauve)
+    r = subprocess.run([sys.executable, "-m", "evalcore", "mauve", "--p-features", str(tmp_path / "p.npy"),
+                        "--q-features", str(tmp_path / "q.npy"), "--clusters", "1", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "at least 2" in r.stderr
