@@ -1,7 +1,7 @@
 """The exploration app's frame: page config, navigation, shared sidebar.
 
 Run with `make app` (or `streamlit run app.py`). Pages live in pages/ and stay thin:
-widgets -> one call into evalcore.runs -> charts.
+widgets -> one call into evalcore.runs (through lab_cache) -> charts.
 """
 import streamlit as st
 
@@ -10,6 +10,15 @@ st.set_page_config(page_title="evalcore lab", page_icon="📏", layout="wide")
 nav = st.navigation(
     {
         "Start": [st.Page("pages/overview.py", title="Overview", icon="🏠", default=True)],
+        "Measures": [
+            st.Page("pages/kl.py", title="KL divergence", icon="↔️"),
+            st.Page("pages/perplexity.py", title="Perplexity", icon="🔥"),
+            st.Page("pages/mauve.py", title="MAUVE", icon="🟣"),
+            st.Page("pages/hellaswag.py", title="HellaSwag", icon="✅"),
+        ],
+        "Experiment": [st.Page("pages/small_vs_large.py", title="Small vs large", icon="📊")],
     }
 )
+with st.sidebar:
+    st.caption("Bundled models run offline; numbers are cached on disk, so a second visit is instant.")
 nav.run()

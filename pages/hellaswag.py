@@ -1,0 +1,50 @@
+"""HellaSwag: acc and acc_norm with intervals, a per-item explorer, and where models disagree."""
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+import lab_cache as lc
+from evalcore.metrics import hellaswag as hsm
+
+st.title("HellaSwag")
+st.markdown("For each context the model scores four endings; it picks the most likely (acc) or the most "
+            "likely per character (acc_norm). P(ending | context) is the softmax of the four log-likelihoods.")
+names = lc.available()
+chosen = st.multiselect("models", names, default=names[:2], key="hs_models")
+n = st.slider("items (the first N of the validation set)", 10, 500, 20, 10, key="hs_n")
+results = {m: r for m in chosen if (r := lc.guard(lc.hellaswag, m, n)) is not None}
+if results:
+    rows = [{"model": m, "metric": k, "value": a.value, "low": a.ci95[0], "high": a.ci95[1], "stderr": a.stderr}
+            for m, r in results.items() for k, a in (("acc", r.acc), ("acc_norm", r.acc_norm))]
+    df = pd.DataFrame(rows)
+    bars = alt.Chart(df).mark_bar().encode(x="metric:N", y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1])),
+                                           color="model:N", xOffset="model:N", tooltip=list(df.columns))
+    err = alt.Chart(df).mark_errorbar().encode(x="metric:N", y="low:Q", y2="high:Q", xOffset="model:N")
+    rule = alt.Chart(pd.DataFrame({"chance": [0.25]})).mark_rule(strokeDash=[4, 4]).encode(y="chance")
+    st.altair_chart((bars + err + rule).properties(height=280, title="accuracy with bootstrap 95% intervals (dashed: chance)"),
+                    width="stretch")
+    st.dataframe(df, hide_index=True)
+    st.download_button("per-item results (JSON)", pd.Series({m: r.to_dict() for m, r in results.items()}).to_json(),
+                       "hellaswag.json", key="hs_dl")
+
+    st.subheader("Item explorer")
+    idx = st.number_input("item", 0, n - 1, 0, key="hs_item")
+    it = lc.dataset().item(int(idx))
+    st.text(f"[{it.activity}] {it.query}")
+    table = {"ending": list(it.choices), "gold": ["✓" if i == it.label else "" for i in range(4)]}
+    for m, r in results.items():
+        table[f"P({m})"] = hsm.choice_distribution(r.loglik()[int(idx)][None])[0].round(3)
+    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+
+    if len(results) >= 2:
+        a, b = list(results)[:2]
+        ra, rb = results[a], results[b]
+        dis = [i for i in range(n) if ra.items[i].pred != rb.items[i].pred]
+        cmp = hsm.paired_comparison([x.pred == x.label for x in ra.items], [x.pred == x.label for x in rb.items],
+                                    ra.loglik(), rb.loglik())
+        st.subheader(f"Where {a} and {b} disagree ({len(dis)} of {n} items)")
+        st.write(f"acc({a}) − acc({b}) = {cmp.acc_diff:+.3f}, paired 95% CI [{cmp.acc_diff_ci95[0]:+.3f}, "
+                 f"{cmp.acc_diff_ci95[1]:+.3f}], McNemar p = {cmp.mcnemar_p:.3f}")
+        rows = [{"item": i, "gold": ra.items[i].label, a: ra.items[i].pred, b: rb.items[i].pred,
+                 "context": lc.dataset().item(i).query[:120]} for i in dis]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

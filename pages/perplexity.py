@@ -1,0 +1,61 @@
+"""Perplexity: per model, on a corpus or your own text, with window and stride, and a surprisal heatmap."""
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+import lab_cache as lc
+from evalcore.data import check_text
+
+st.title("Perplexity")
+st.markdown("Perplexity = exp(mean negative log-likelihood per token). Bits per byte divides the same "
+            "information by the text's bytes, so models with different tokenizers can be compared.")
+c1, c2, c3 = st.columns(3)
+with c1:
+    name = lc.model_picker("model", "ppl_model")
+    source = st.radio("text", ["Wikipedia passages", "HellaSwag gold texts", "my own text"], key="ppl_source")
+with c2:
+    max_length = st.slider("window (tokens)", 16, 1024, 256, 16, key="ppl_window")
+    stride = st.slider("stride (tokens)", 8, 1024, 128, 8, key="ppl_stride")
+with c3:
+    n = st.slider("texts", 1, 50, 10, key="ppl_n")
+    upload = st.file_uploader("or upload a .txt (UTF-8, ≤ 5 MB)", type=["txt"], key="ppl_upload")
+
+texts = None
+if upload is not None:
+    try:
+        texts = (check_text(upload.getvalue().decode("utf-8"), what="uploaded file"),)
+    except UnicodeDecodeError:
+        st.error("The uploaded file is not UTF-8 text; re-save it as UTF-8.")
+    except Exception as e:  # InputError: empty or binary
+        st.error(str(e))
+elif source == "my own text":
+    texts = (st.text_area("your text", "Language models assign a probability to every next token.", key="ppl_text"),)
+else:
+    texts = lc.corpus_texts("wikipedia" if source.startswith("Wiki") else "hellaswag", n)
+
+if name and texts:
+    if stride > max_length:
+        st.warning(f"stride {stride} is larger than the window {max_length}; using stride = window.")
+    res = lc.guard(lc.perplexity, name, texts, max_length, min(stride, max_length))
+    if res is not None:
+        m = res.metrics
+        k = st.columns(4)
+        k[0].metric("perplexity", f"{m.perplexity:.2f}")
+        k[1].metric("bits / token", f"{m.bits_per_token:.3f}")
+        k[2].metric("bits / byte", f"{m.bits_per_byte:.4f}")
+        k[3].metric("tokens scored", f"{m.tokens:,}")
+        st.caption(f"Scored: {res.settings['scored']}. Smaller strides give each token more context.")
+        tok = lc.model(name).tokenizer
+        first = res.texts[0]
+        offset = len(first.ids) - len(first.nll)
+        rows = [{"position": i, "token": tok.decode([first.ids[i + offset]]), "surprisal (bits)": nll / 0.6931471805599453}
+                for i, nll in enumerate(first.nll[:300])]
+        df = pd.DataFrame(rows)
+        width = 30
+        df["row"], df["col"] = df.position // width, df.position % width
+        base = alt.Chart(df).encode(x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None))
+        st.altair_chart((base.mark_rect().encode(color=alt.Color("surprisal (bits):Q", scale=alt.Scale(scheme="reds")),
+                                                 tooltip=["token", "surprisal (bits)"])
+                         + base.mark_text(fontSize=9).encode(text="token")).properties(
+            title="surprisal of each token of the first text (hover for values)"), width="stretch")
+        st.download_button("results (JSON)", pd.Series(res.to_dict()).to_json(), "perplexity.json", key="ppl_dl")
