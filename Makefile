@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -r bench/requirements-bench.txt 2>&1 | grep -v "^WARNING: Location" || true
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) bench/load_speed.py
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) bench/hellaswag_throughput.py
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) bench/perplexity_throughput.py
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) bench/mauve_speed.py
 
 clean:
 	rm -rf $(VENV)

@@ -5,18 +5,18 @@ widgets -> one call into evalcore.runs (through lab_cache) -> charts.
 """
 import streamlit as st
 
-st.set_page_config(page_title="evalcore lab", page_icon="📏", layout="wide")
+st.set_page_config(page_title="evalcore lab", page_icon=":material/straighten:", layout="wide")
 
 nav = st.navigation(
     {
-        "Start": [st.Page("pages/overview.py", title="Overview", icon="🏠", default=True)],
+        "Start": [st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True)],
         "Measures": [
-            st.Page("pages/kl.py", title="KL divergence", icon="↔️"),
-            st.Page("pages/perplexity.py", title="Perplexity", icon="🔥"),
-            st.Page("pages/mauve.py", title="MAUVE", icon="🟣"),
-            st.Page("pages/hellaswag.py", title="HellaSwag", icon="✅"),
+            st.Page("pages/kl.py", title="KL divergence", icon=":material/compare_arrows:"),
+            st.Page("pages/perplexity.py", title="Perplexity", icon=":material/local_fire_department:"),
+            st.Page("pages/mauve.py", title="MAUVE", icon=":material/scatter_plot:"),
+            st.Page("pages/hellaswag.py", title="HellaSwag", icon=":material/task_alt:"),
         ],
-        "Experiment": [st.Page("pages/small_vs_large.py", title="Small vs large", icon="📊")],
+        "Experiment": [st.Page("pages/small_vs_large.py", title="Small vs large", icon=":material/bar_chart:")],
     }
 )
 with st.sidebar:

@@ -25,10 +25,10 @@ with c1:
 with c2:
     q = dist("Q", (0.3, 0.3))
 with c3:
-    corners = pd.DataFrame({"x": [0, 1, 0.5, 0], "y": [0, 0, np.sqrt(3) / 2, 0]})
+    corners = pd.DataFrame({"x": [0, 1, 0.5, 0], "y": [0, 0, np.sqrt(3) / 2, 0], "i": range(4)})
     pts = pd.DataFrame({"x": [v[1] + v[2] / 2 for v in (p, q)], "y": [v[2] * np.sqrt(3) / 2 for v in (p, q)],
                         "name": ["P", "Q"], "probs": [str(np.round(v, 2)) for v in (p, q)]})
-    tri = alt.Chart(corners).mark_line(color="gray").encode(x=alt.X("x", axis=None), y=alt.Y("y", axis=None), order="x:O")
+    tri = alt.Chart(corners).mark_line(color="gray").encode(x=alt.X("x", axis=None), y=alt.Y("y", axis=None), order="i:O")
     dots = alt.Chart(pts).mark_circle(size=250).encode(x="x", y="y", color="name", tooltip=["name", "probs"])
     st.altair_chart((tri + dots).properties(height=260, title="the probability simplex (corners: A, B, C)"), width="stretch")
 

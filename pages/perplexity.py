@@ -51,7 +51,7 @@ if name and texts:
         rows = [{"position": i, "token": tok.decode([first.ids[i + offset]]), "surprisal (bits)": nll / 0.6931471805599453}
                 for i, nll in enumerate(first.nll[:300])]
         df = pd.DataFrame(rows)
-        width = 30
+        width = 20
         df["row"], df["col"] = df.position // width, df.position % width
         base = alt.Chart(df).encode(x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None))
         st.altair_chart((base.mark_rect().encode(color=alt.Color("surprisal (bits):Q", scale=alt.Scale(scheme="reds")),

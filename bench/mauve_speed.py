@@ -1,0 +1,72 @@
+"""MAUVE speed against mauve-text on the same inputs, one run.
+
+    python bench/mauve_speed.py [--n 2000] [--dim 768]
+
+Synthetic features (N per side, dim 768) for the curve steps; the bundled smollm2-135m for
+featurization (last-token hidden state, 500 texts) against mauve-text's own
+`featurize_tokens_from_model` at its default batch size (1).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def main() -> None:
+    import mauve
+
+    from evalcore.metrics import mauve as M
+    from evalcore.runs.mauve import MauveLab
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--texts", type=int, default=500)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(args.n, args.dim)).astype(np.float32)
+    q = (rng.normal(size=(args.n, args.dim)) + 0.05).astype(np.float32)
+
+    t = time.perf_counter(); ref = mauve.compute_mauve(p_features=p, q_features=q, verbose=False); t_ref = time.perf_counter() - t
+    t = time.perf_counter(); lab = MauveLab.from_features(p, q); t_pca = time.perf_counter() - t
+    t = time.perf_counter(); ours = lab.result("auto"); t_k = time.perf_counter() - t
+    t = time.perf_counter()
+    for a in np.linspace(0.01, 0.99, 100):
+        lab.point(float(a))
+    t_alpha = (time.perf_counter() - t) / 100
+    ks = [10, 25, 50, 75, 100, 150, 200, 300]
+    t = time.perf_counter(); lab.sweep(ks); t_sweep = time.perf_counter() - t + t_pca
+    t = time.perf_counter()
+    for k in ks:
+        mauve.compute_mauve(p_features=p, q_features=q, num_buckets=k, verbose=False)
+    t_sweep_ref = time.perf_counter() - t
+    print(f"compute_mauve {t_ref:.2f}s (MAUVE {ref.mauve:.4f}) vs evalcore PCA {t_pca:.2f}s + k-means {t_k:.2f}s "
+          f"(MAUVE {ours.mauve:.4f}, |diff| {abs(ours.mauve - ref.mauve):.1e})")
+    print(f"new alpha: {1000 * t_alpha:.3f} ms; new k: {t_k:.2f}s vs one compute_mauve {t_ref:.2f}s")
+    print(f"sweep over {len(ks)} k: evalcore {t_sweep:.2f}s vs {len(ks)} compute_mauve calls {t_sweep_ref:.2f}s "
+          f"-> {t_sweep_ref / t_sweep:.2f}x")
+
+    import torch
+    from mauve.utils import featurize_tokens_from_model
+
+    from evalcore.data import HellaSwag
+    from evalcore.models import load_model
+    from evalcore.scoring import featurize
+
+    lm = load_model("smollm2-135m", device="cpu", dtype="float32")
+    texts = [it.gold_text for it in HellaSwag().items(list(range(args.texts)))]
+    t = time.perf_counter(); f_ours = featurize(lm, texts, kind="causal", max_length=1024); t_ours = time.perf_counter() - t
+    toks = [torch.tensor(lm.tokenizer(x, truncation=True, max_length=1024).input_ids)[None] for x in texts]
+    t = time.perf_counter(); f_ref = featurize_tokens_from_model(lm.model, toks, batch_size=1).numpy(); t_ref = time.perf_counter() - t
+    print(f"featurize {args.texts} texts: evalcore {t_ours:.1f}s vs mauve-text {t_ref:.1f}s -> {t_ref / t_ours:.2f}x; "
+          f"max |Δ feature| {np.abs(f_ours - f_ref).max():.1e}")
+
+
+if __name__ == "__main__":
+    main()
