@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: app test bench install bundle clean
+.PHONY: app test bench install bundle chromium clean
 install: $(STAMP)
 
 $(STAMP): requirements.txt requirements-bundle.txt requirements-dev.txt pyproject.toml
@@ -20,10 +20,14 @@ $(STAMP): requirements.txt requirements-bundle.txt requirements-dev.txt pyprojec
 
 bundle: $(STAMP)
 
+# Debian's Chromium for the browser test (never a browser downloaded by a test tool)
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
 app: $(STAMP)
 	$(VENV)/bin/streamlit run app.py
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q tests
 
 bench: $(STAMP)

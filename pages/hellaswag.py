@@ -19,7 +19,7 @@ if results:
     df = pd.DataFrame(rows)
     bars = alt.Chart(df).mark_bar().encode(x="metric:N", y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1])),
                                            color="model:N", xOffset="model:N", tooltip=list(df.columns))
-    err = alt.Chart(df).mark_errorbar().encode(x="metric:N", y="low:Q", y2="high:Q", xOffset="model:N")
+    err = alt.Chart(df).mark_errorbar().encode(x="metric:N", y=alt.Y("low:Q", title="accuracy"), y2="high:Q", xOffset="model:N")
     rule = alt.Chart(pd.DataFrame({"chance": [0.25]})).mark_rule(strokeDash=[4, 4]).encode(y="chance")
     st.altair_chart((bars + err + rule).properties(height=280, title="accuracy with bootstrap 95% intervals (dashed: chance)"),
                     width="stretch")
@@ -30,7 +30,7 @@ if results:
     st.subheader("Item explorer")
     idx = st.number_input("item", 0, n - 1, 0, key="hs_item")
     it = lc.dataset().item(int(idx))
-    st.text(f"[{it.activity}] {it.query}")
+    st.text(it.query)
     table = {"ending": list(it.choices), "gold": ["✓" if i == it.label else "" for i in range(4)]}
     for m, r in results.items():
         table[f"P({m})"] = hsm.choice_distribution(r.loglik()[int(idx)][None])[0].round(3)
