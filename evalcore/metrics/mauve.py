@@ -250,19 +250,6 @@ def quantize_and_score(red: Reduced, *, num_buckets: int | str = "auto", n_init:
     return mauve_from_counts(p_c, q_c, scaling=scaling, discretization=discretization, settings=settings), qz.labels_
 
 
-def sweep_k(red: Reduced, ks: list[int], **kw: Any) -> list[MauveResult]:
-    """MAUVE for several k, reusing one PCA."""
-    return [quantize_and_score(red, num_buckets=k, **kw)[0] for k in ks]
-
-
-def seed_spread(red: Reduced, *, num_buckets: int | str = "auto", seeds: list[int] = (0, 1, 2, 3, 4),
-                **kw: Any) -> dict[str, Any]:
-    """MAUVE over several k-means seeds: mean, std, min, max, values."""
-    vals = np.array([quantize_and_score(red, num_buckets=num_buckets, kmeans_seed=s, **kw)[0].mauve for s in seeds])
-    return {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
-            "min": float(vals.min()), "max": float(vals.max()), "values": vals.tolist(), "seeds": list(seeds)}
-
-
 def bootstrap_ci(labels: npt.ArrayLike, n_q: int, n_clusters: int, *, n_boot: int = 200, random_state: int = 0,
                  scaling: float = 5.0, discretization: int = 25) -> tuple[float, float]:
     """95% percentile interval of MAUVE when texts are resampled with replacement on each side

@@ -139,18 +139,27 @@ def _batch_cost(batch: list[Group]) -> int:
     return len(batch) * lc + n * (lm_ + lc // 4)  # lc//4: attention over the cached context
 
 
-def _head_logprobs(lm: LoadedModel, hidden, targets):
-    """log p(target) for each row of hidden states, LM head applied in chunks, float32 softmax."""
+def head_log_probs(lm: LoadedModel, hidden, vocab: int | None = None):
+    """Float32 log-softmax of the LM head (with Gemma-style soft-capping) for rows of hidden states,
+    over the first `vocab` entries if given (two models sharing a tokenizer may pad differently)."""
     import torch
 
-    head = lm.model.get_output_embeddings()
+    logits = lm.model.get_output_embeddings()(hidden).float()
+    if vocab is not None:
+        logits = logits[:, :vocab]
     cap = getattr(lm.model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return torch.log_softmax(logits, dim=-1)
+
+
+def _head_logprobs(lm: LoadedModel, hidden, targets):
+    """log p(target) for each row of hidden states, LM head applied in chunks of rows."""
+    import torch
+
     out = torch.empty(hidden.shape[0], dtype=torch.float64)
     for s in range(0, hidden.shape[0], HEAD_CHUNK_ROWS):
-        logits = head(hidden[s : s + HEAD_CHUNK_ROWS]).float()
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        lp = torch.log_softmax(logits, dim=-1)
+        lp = head_log_probs(lm, hidden[s : s + HEAD_CHUNK_ROWS])
         t = targets[s : s + HEAD_CHUNK_ROWS].to(lp.device)
         out[s : s + HEAD_CHUNK_ROWS] = lp.gather(1, t[:, None])[:, 0].double().cpu()
     return out
@@ -192,15 +201,12 @@ def _score_batch(lm: LoadedModel, batch: list[Group]) -> list[list[npt.NDArray[n
         lp = _head_logprobs(lm, torch.cat(rows), torch.cat(targets)).numpy()
 
     # unpack: the first N values are CONT_1 of each row; then each sub-pass, row-major
-    per_cont: list[npt.NDArray[np.float64]] = [np.empty(0)] * N
+    per_cont: list[npt.NDArray[np.float64]] = [lp[n : n + 1].copy() for n in range(N)]  # one-token endings
     o = N
     for n in order:
         k = len(conts[n]) - 1
         per_cont[n] = np.concatenate([[lp[n]], lp[o : o + k]])
         o += k
-    for n in range(N):
-        if len(conts[n]) == 1:
-            per_cont[n] = lp[n : n + 1].copy()
     out: list[list[npt.NDArray[np.float64]]] = []
     i = 0
     for g in batch:

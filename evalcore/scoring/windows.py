@@ -139,6 +139,8 @@ def token_divergences(lm_a: LoadedModel, lm_b: LoadedModel, ids: Sequence[int], 
     """
     import torch
 
+    from evalcore.scoring.loglik import head_log_probs
+
     ids = list(ids)[: min(max_length, _context_limit(lm_a), _context_limit(lm_b))]
     if len(ids) < 2:
         raise InputError("text is shorter than two tokens; give a longer text")
@@ -150,8 +152,8 @@ def token_divergences(lm_a: LoadedModel, lm_b: LoadedModel, ids: Sequence[int], 
             hs.append(lm.model.base_model(input_ids=x).last_hidden_state[0])
         V = min(_vocab(lm_a), _vocab(lm_b))
         for s in range(0, hs[0].shape[0], POSITION_CHUNK):
-            la = _log_probs(lm_a, hs[0][s : s + POSITION_CHUNK], V)
-            lb = _log_probs(lm_b, hs[1][s : s + POSITION_CHUNK], V).to(la.device)
+            la = head_log_probs(lm_a, hs[0][s : s + POSITION_CHUNK], V)
+            lb = head_log_probs(lm_b, hs[1][s : s + POSITION_CHUNK], V).to(la.device)
             pa, pb = la.exp(), lb.exp()
             kl_ab = (pa * (la - lb)).sum(-1).clamp_min(0)
             kl_ba = (pb * (lb - la)).sum(-1).clamp_min(0)
@@ -170,14 +172,3 @@ def token_divergences(lm_a: LoadedModel, lm_b: LoadedModel, ids: Sequence[int], 
 
 def _vocab(lm: LoadedModel) -> int:
     return int(lm.model.get_output_embeddings().weight.shape[0])
-
-
-def _log_probs(lm: LoadedModel, hidden, vocab: int):
-    """Float32 log-softmax of the LM head over the first `vocab` entries (shared tokenizer)."""
-    import torch
-
-    logits = lm.model.get_output_embeddings()(hidden).float()[:, :vocab]
-    cap = getattr(lm.model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return torch.log_softmax(logits, dim=-1)
