@@ -19,6 +19,10 @@ nav = st.navigation(
         "Experiment": [st.Page("pages/small_vs_large.py", title="Small vs large", icon=":material/bar_chart:")],
     }
 )
+import lab_cache as lc  # noqa: E402  (after set_page_config)
+
 with st.sidebar:
-    st.caption("Bundled models run offline; numbers are cached on disk, so a second visit is instant.")
+    st.markdown(lc.device_line())
+    st.caption("Bundled models run offline; numbers are cached on disk, so a second visit is instant. "
+               "The Overview lists which models are bundled, cached or downloadable here.")
 nav.run()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from evalcore import assets
-from evalcore.errors import AssetError, ModelUnavailableError, UnknownModelError
+from evalcore.errors import AssetError, InputError, ModelUnavailableError, UnknownModelError
 
 log = logging.getLogger(__name__)
 
@@ -408,3 +408,36 @@ def load_gguf_direct(name: str) -> tuple[Any, Any]:
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     return model.eval(), tok
+
+
+# ----------------------------------------------------------------------------- the app's model box
+
+def allowed_model_dirs() -> list[Path]:
+    """Folders the app may load local models from: EVALCORE_MODEL_DIRS (os.pathsep-separated),
+    else the evalcore cache's models folder and ~/models. The CLI is not restricted."""
+    env = os.environ.get("EVALCORE_MODEL_DIRS", "").strip()
+    roots = [Path(x) for x in env.split(os.pathsep) if x.strip()] if env else [assets.cache_dir() / "models",
+                                                                              Path.home() / "models"]
+    return [r.expanduser().resolve() for r in roots]
+
+
+def check_app_model(name: str) -> str:
+    """Validate a model name typed into the app; return it, or raise with what to do.
+
+    A local folder must lie inside `allowed_model_dirs()` (a shared app must not read the
+    server's files); a hub id must be well formed and, offline, already in the hub cache.
+    Touches no network.
+    """
+    if name.startswith((".", "/", "~")):
+        p = Path(name).expanduser().resolve()
+        roots = allowed_model_dirs()
+        if not any(p.is_relative_to(r) for r in roots):
+            raise InputError(f"folder {name!r} is outside the folders this app may read "
+                             f"({', '.join(map(str, roots))}); put the model there or set EVALCORE_MODEL_DIRS")
+    spec = resolve_spec(name)
+    if spec.family == "local":
+        _weights_source(spec)  # refuses a folder without safetensors (pickle checkpoints) before any load
+    a = availability(spec)
+    if not a.ok:
+        raise ModelUnavailableError(f"{name}: {a.detail}; pick a bundled model ({', '.join(OFFLINE_PAIR)})")
+    return name

@@ -10,9 +10,14 @@ st.title("HellaSwag")
 st.markdown("For each context the model scores four endings; it picks the most likely (acc) or the most "
             "likely per character (acc_norm). P(ending | context) is the softmax of the four log-likelihoods.")
 names = lc.available()
-chosen = st.multiselect("models", names, default=names[:2], key="hs_models")
-n = st.slider("items (the first N of the validation set)", 10, 500, 20, 10, key="hs_n")
-results = {m: r for m in chosen if (r := lc.guard(lc.hellaswag, m, n)) is not None}
+c1, c2 = st.columns([2, 1])
+chosen = c1.multiselect("models", names, default=names[:2], key="hs_models")
+extra = c2.text_input("add a model: hub id or local folder", key="hs_extra", placeholder="EleutherAI/pythia-160m").strip()
+if extra and (extra := lc.guard(lc.check_app_model, extra)) and extra not in chosen:
+    chosen = [*chosen, extra]
+n = st.slider("items (the first N of the validation set; 20 take about 10 s on 2 CPU cores)", 10, 1000, 20, 10,
+              key="hs_n")
+results = {m: r for m in chosen if (r := lc.guard(lc.hellaswag, m, n, progress=f"Scoring {m}")) is not None}
 if results:
     rows = [{"model": m, "metric": k, "value": a.value, "low": a.ci95[0], "high": a.ci95[1], "stderr": a.stderr}
             for m, r in results.items() for k, a in (("acc", r.acc), ("acc_norm", r.acc_norm))]

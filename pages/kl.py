@@ -92,7 +92,8 @@ st.subheader("Choice level on HellaSwag: any two models")
 names = lc.available()
 n = st.slider("items", 10, 200, 20, 10, key="kl_hs_n")
 if len(names) >= 2:
-    r1, r2 = lc.guard(lc.hellaswag, names[0], n), lc.guard(lc.hellaswag, names[-1], n)
+    r1 = lc.guard(lc.hellaswag, names[0], n, progress=f"Scoring {names[0]}")
+    r2 = lc.guard(lc.hellaswag, names[-1], n, progress=f"Scoring {names[-1]}")
     if r1 and r2:
         cmp = hsm.paired_comparison([i.pred == i.label for i in r1.items], [i.pred == i.label for i in r2.items],
                                     r1.loglik(), r2.loglik())

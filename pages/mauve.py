@@ -14,16 +14,20 @@ c1, c2, c3 = st.columns(3)
 with c1:
     name = st.select_slider("model size (whose text is Q)", names, value=names[0] if names else None, key="mauve_model",
                             format_func=lambda n: f"{n} ({lc.params(n):.0f}M)") if names else None
-    n = st.select_slider("contexts", [40, 80, 120, 200], value=80, key="mauve_n")
+    n = st.select_slider("contexts (more: slower first run, steadier numbers)", [40, 80, 120, 200, 500, 1000],
+                         value=80, key="mauve_n")
 with c2:
-    lab = lc.guard(lc.mauve_lab, name, n) if name else None
-    k_max = max(2, min(50, (lab.n_texts // 2) if lab else 10))
-    k = st.slider("clusters k", 2, k_max, min(lab.k_auto() if lab else 8, k_max), key="mauve_k")
+    k = st.slider("clusters k", 2, 100, 8, key="mauve_k")
 with c3:
     alpha = st.slider("α (mixture weight on P)", 0.01, 0.99, 0.5, 0.01, key="mauve_alpha")
 
-if lab is not None:
-    res, pt = lab.result(k), lab.point(alpha, k)
+lab = lc.guard(lc.mauve_lab, name, n, progress="Generating continuations (cached after the first time)") if name else None
+res = lc.guard(lab.result, k) if lab is not None else None
+if lab is not None and res is None:
+    st.info(f"{n} contexts give {lab.n_texts} texts ({n} human + {n} model); choose k between 2 and "
+            f"{lab.n_texts // 2} (mauve-text's default for these sizes: k = {lab.k_auto()}).")
+if res is not None:
+    pt = lab.point(alpha, k)
     lo, hi = lab.bootstrap(k, n_boot=200)
     m = st.columns(4)
     m[0].metric("MAUVE", f"{res.mauve:.3f}", help="area under the divergence curve")
@@ -31,7 +35,7 @@ if lab is not None:
     m[2].metric("KL(P‖R_α)", f"{pt['kl_p_r']:.3f}")
     m[3].metric("KL(Q‖R_α)", f"{pt['kl_q_r']:.3f}")
     st.caption(f"Histogram KLs (add-0.5 smoothing): KL(P‖Q) = {res.kl_pq:.3f}, KL(Q‖P) = {res.kl_qp:.3f} nats. "
-               f"MAUVE* (smoothed) = {res.mauve_star:.3f}.")
+               f"MAUVE* (smoothed) = {res.mauve_star:.3f}. mauve-text's default k here: {lab.k_auto()}.")
     h = pd.DataFrame({"cluster": np.tile(np.arange(k), 3), "probability": np.r_[res.p_hist, res.q_hist, pt["mixture"]],
                       "distribution": ["P human"] * k + ["Q model"] * k + [f"R_α, α={alpha:.2f}"] * k})
     left, right = st.columns(2)
@@ -45,7 +49,7 @@ if lab is not None:
                         .encode(**enc, tooltip=list(curve.columns)) + alt.Chart(dot).mark_circle(size=200, color="red")
                         .encode(**enc)).properties(height=280, title="divergence curve (area = MAUVE; red: your α)"),
                        width="stretch")
-    ks = [x for x in (2, 4, 8, 12, 16, 24, 32, 40, 50) if x <= k_max]
+    ks = [x for x in (2, 4, 8, 12, 16, 24, 32, 50, 75, 100) if x <= lab.n_texts // 2]
     sweep = pd.DataFrame(lab.sweep(ks))
     st.altair_chart(alt.Chart(sweep).mark_line(point=True).encode(x="k:Q", y=alt.Y("mauve:Q", scale=alt.Scale(domain=[0, 1])),
                     tooltip=["k", "mauve", "mauve_star"]).properties(height=220, title="MAUVE against k"), width="stretch")

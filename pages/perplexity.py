@@ -5,6 +5,10 @@ import streamlit as st
 
 import lab_cache as lc
 from evalcore.data import check_text
+from evalcore.errors import EvalcoreError
+
+MAX_UPLOAD_MB = 5  # as server.maxUploadSize in .streamlit/config.toml; checked here too
+MAX_CHARS = 20_000  # about 5,000 tokens: under a minute on 2 CPU cores
 
 st.title("Perplexity")
 st.markdown("Perplexity = exp(mean negative log-likelihood per token). Bits per byte divides the same "
@@ -22,21 +26,31 @@ with c3:
 
 texts = None
 if upload is not None:
-    try:
-        texts = (check_text(upload.getvalue().decode("utf-8"), what="uploaded file"),)
-    except UnicodeDecodeError:
-        st.error("The uploaded file is not UTF-8 text; re-save it as UTF-8.")
-    except Exception as e:  # InputError: empty or binary
-        st.error(str(e))
+    if upload.size > MAX_UPLOAD_MB * 2**20:
+        st.error(f"{upload.name} is {upload.size / 2**20:.1f} MB; the app takes text files up to {MAX_UPLOAD_MB} MB. "
+                 "Upload a part of it, or score the whole file with `python -m evalcore perplexity --text-file`.")
+    else:
+        try:
+            text = check_text(upload.getvalue().decode("utf-8"), what=f"uploaded file {upload.name}")
+        except UnicodeDecodeError:
+            st.error(f"{upload.name} is not UTF-8 text; re-save it as UTF-8 (or upload a .txt file).")
+        except EvalcoreError as e:  # empty, whitespace only or binary
+            st.error(str(e))
+        else:
+            if len(text) > MAX_CHARS:
+                st.warning(f"{upload.name} has {len(text):,} characters; the app scores the first {MAX_CHARS:,} "
+                           "(the CLI scores whole files).")
+            texts = (text[:MAX_CHARS],)
 elif source == "my own text":
-    texts = (st.text_area("your text", "Language models assign a probability to every next token.", key="ppl_text"),)
+    texts = (st.text_area("your text", "Language models assign a probability to every next token.", key="ppl_text",
+                          max_chars=MAX_CHARS),)
 else:
     texts = lc.corpus_texts("wikipedia" if source.startswith("Wiki") else "hellaswag", n)
 
 if name and texts:
     if stride > max_length:
         st.warning(f"stride {stride} is larger than the window {max_length}; using stride = window.")
-    res = lc.guard(lc.perplexity, name, texts, max_length, min(stride, max_length))
+    res = lc.guard(lc.perplexity, name, texts, max_length, min(stride, max_length), progress="Scoring texts")
     if res is not None:
         m = res.metrics
         k = st.columns(4)

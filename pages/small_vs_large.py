@@ -17,8 +17,9 @@ if st.button("Measure all sizes", key="svl_go", type="primary") or st.session_st
     rows = []
     wiki = lc.corpus_texts("wikipedia", 10)
     for m in names:
-        hs, lab = lc.guard(lc.hellaswag, m, n_hs), lc.guard(lc.mauve_lab, m, n_mv)
-        ppl = lc.guard(lc.perplexity, m, wiki, 512, 256)
+        hs = lc.guard(lc.hellaswag, m, n_hs, progress=f"{m}: HellaSwag")
+        lab = lc.guard(lc.mauve_lab, m, n_mv, progress=f"{m}: generating for MAUVE")
+        ppl = lc.guard(lc.perplexity, m, wiki, 512, 256, progress=f"{m}: perplexity")
         if hs is None or lab is None or ppl is None:
             continue
         r = lab.result("auto")

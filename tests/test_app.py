@@ -62,8 +62,61 @@ def test_mauve_page_alpha_and_k():
     at.slider(key="mauve_k").set_value(3).run()
     assert not at.exception and _metric(at, "MAUVE") != score  # new clusters, new histograms
     assert 0 < float(_metric(at, "MAUVE")) <= 1
+    at.select_slider(key="mauve_n").set_value(40).run()  # 80 texts
+    at.slider(key="mauve_k").set_value(90).run()
+    assert not at.exception
+    assert any("more than the 80 texts" in e.value for e in at.error), [e.value for e in at.error]
+    at.slider(key="mauve_k").set_value(5).run()  # the page keeps working
+    assert not at.exception and not at.error and 0 < float(_metric(at, "MAUVE")) <= 1
 
 
 def test_small_vs_large_page_starts_idle():
     at = _page("pages/small_vs_large.py")
     assert at.button(key="svl_go")
+
+
+def _errors(at: AppTest) -> str:
+    assert not at.exception, [e.value for e in at.exception]
+    return " | ".join(e.value for e in at.error)
+
+
+@pytest.mark.parametrize("name, content, expect", [
+    ("empty.txt", b"", "empty"),
+    ("blank.txt", b"  \n\t \n", "empty"),
+    ("binary.txt", bytes(range(256)) * 4, "UTF-8"),
+    ("latin1.txt", "café crème brûlée".encode("latin-1"), "UTF-8"),
+    ("huge.txt", b"word " * (6 * 2**20 // 5 + 1), "up to 5 MB"),
+])
+def test_perplexity_page_bad_uploads(name, content, expect):
+    at = _page("pages/perplexity.py")
+    at.file_uploader(key="ppl_upload").upload(name, content, "text/plain").run()
+    assert expect in _errors(at)
+    at.file_uploader(key="ppl_upload").set_value(None).run()  # the page keeps working
+    assert not _errors(at) and float(_metric(at, "perplexity")) > 1
+
+
+@pytest.mark.parametrize("typed, expect", [
+    ("nobody-here/no-such-model-xyz", "offline"),  # a well-formed hub id, not cached, HF_HUB_OFFLINE=1
+    ("a/b/c", "unknown model"),
+    ("/etc", "outside the folders this app may read"),
+    ("../../../../etc", "outside the folders this app may read"),
+])
+def test_model_box_refuses_bad_names(typed, expect):
+    at = _page("pages/perplexity.py")
+    at.selectbox(key="ppl_model").set_value("other: a hub id or a local folder…").run()
+    at.text_input(key="ppl_model_other").input(typed).run()
+    assert expect in _errors(at)
+    at.selectbox(key="ppl_model").set_value("smollm2-135m").run()
+    assert not _errors(at) and float(_metric(at, "perplexity")) > 1
+
+
+def test_model_box_refuses_pickle_checkpoint(tmp_path, monkeypatch):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"not loaded")
+    monkeypatch.setenv("EVALCORE_MODEL_DIRS", str(tmp_path))
+    at = _page("pages/perplexity.py")
+    at.selectbox(key="ppl_model").set_value("other: a hub id or a local folder…").run()
+    at.text_input(key="ppl_model_other").input(str(folder)).run()
+    assert "safetensors only" in _errors(at)
