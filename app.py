@@ -1,7 +1,9 @@
 """The exploration app's frame: page config, navigation, shared sidebar.
 
-Run with `make app` (or `streamlit run app.py`). Pages live in pages/ and stay thin:
-widgets -> one call into evalcore.runs (through lab_cache) -> charts.
+Run with `make app` (or `streamlit run app.py`). Pages live in app_pages/ and stay thin:
+widgets -> one call into evalcore.runs (through lab_cache) -> charts. Not `pages/`:
+Streamlit treats a folder of that name as a legacy multipage app, and a deep link such as
+/mauve as the first visit of a fresh server then ran the page without this frame.
 """
 import streamlit as st
 
@@ -9,14 +11,14 @@ st.set_page_config(page_title="evalcore lab", page_icon=":material/straighten:",
 
 nav = st.navigation(
     {
-        "Start": [st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True)],
+        "Start": [st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True)],
         "Measures": [
-            st.Page("pages/kl.py", title="KL divergence", icon=":material/compare_arrows:"),
-            st.Page("pages/perplexity.py", title="Perplexity", icon=":material/local_fire_department:"),
-            st.Page("pages/mauve.py", title="MAUVE", icon=":material/scatter_plot:"),
-            st.Page("pages/hellaswag.py", title="HellaSwag", icon=":material/task_alt:"),
+            st.Page("app_pages/kl.py", title="KL divergence", icon=":material/compare_arrows:"),
+            st.Page("app_pages/perplexity.py", title="Perplexity", icon=":material/local_fire_department:"),
+            st.Page("app_pages/mauve.py", title="MAUVE", icon=":material/scatter_plot:"),
+            st.Page("app_pages/hellaswag.py", title="HellaSwag", icon=":material/task_alt:"),
         ],
-        "Experiment": [st.Page("pages/small_vs_large.py", title="Small vs large", icon=":material/bar_chart:")],
+        "Experiment": [st.Page("app_pages/small_vs_large.py", title="Small vs large", icon=":material/bar_chart:")],
     }
 )
 import lab_cache as lc  # noqa: E402  (after set_page_config)

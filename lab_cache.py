@@ -1,4 +1,4 @@
-"""The app's one caching module (outside pages/): models and stores as resources, results as data.
+"""The app's one caching module (outside app_pages/): models and stores as resources, results as data.
 
 `st.cache_resource` holds loaded models, the dataset, the store and a `Memo` of results
 (one copy per process, shared by sessions, never mutated by pages): HellaSwag and

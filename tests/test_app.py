@@ -13,7 +13,7 @@ TIMEOUT = 600  # first visits generate and score on a CPU; later ones read the s
 def _page(path: str) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.run()
-    if path != "pages/overview.py":
+    if path != "app_pages/overview.py":
         at.switch_page(path)
         at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -25,13 +25,13 @@ def _metric(at: AppTest, label: str) -> str:
 
 
 def test_overview_lists_models():
-    at = _page("pages/overview.py")
+    at = _page("app_pages/overview.py")
     assert "How far" in at.title[0].value
     assert "smollm2-135m" in at.dataframe[0].value["model"].tolist()
 
 
 def test_kl_page_sliders_move_the_numbers():
-    at = _page("pages/kl.py")
+    at = _page("app_pages/kl.py")
     before = _metric(at, "KL(P‖Q)")
     at.slider(key="kl_P_a").set_value(0.9).run()
     assert not at.exception
@@ -42,19 +42,19 @@ def test_kl_page_sliders_move_the_numbers():
 
 
 def test_perplexity_page_window_moves_perplexity():
-    at = _page("pages/perplexity.py")
+    at = _page("app_pages/perplexity.py")
     first = _metric(at, "perplexity")
     at.slider(key="ppl_window").set_value(32).run()
     assert not at.exception and _metric(at, "perplexity") != first
 
 
 def test_hellaswag_page():
-    at = _page("pages/hellaswag.py")
+    at = _page("app_pages/hellaswag.py")
     assert any("disagree" in h.value for h in at.subheader)
 
 
 def test_mauve_page_alpha_and_k():
-    at = _page("pages/mauve.py")
+    at = _page("app_pages/mauve.py")
     kl = _metric(at, "KL(P‖R_α)")
     at.slider(key="mauve_alpha").set_value(0.2).run()
     assert not at.exception and _metric(at, "KL(P‖R_α)") != kl
@@ -71,7 +71,7 @@ def test_mauve_page_alpha_and_k():
 
 
 def test_small_vs_large_page_starts_idle():
-    at = _page("pages/small_vs_large.py")
+    at = _page("app_pages/small_vs_large.py")
     assert at.button(key="svl_go")
 
 
@@ -88,7 +88,7 @@ def _errors(at: AppTest) -> str:
     ("huge.txt", b"word " * (6 * 2**20 // 5 + 1), "up to 5 MB"),
 ])
 def test_perplexity_page_bad_uploads(name, content, expect):
-    at = _page("pages/perplexity.py")
+    at = _page("app_pages/perplexity.py")
     at.file_uploader(key="ppl_upload").upload(name, content, "text/plain").run()
     assert expect in _errors(at)
     at.file_uploader(key="ppl_upload").set_value(None).run()  # the page keeps working
@@ -102,7 +102,7 @@ def test_perplexity_page_bad_uploads(name, content, expect):
     ("../../../../etc", "outside the folders this app may read"),
 ])
 def test_model_box_refuses_bad_names(typed, expect):
-    at = _page("pages/perplexity.py")
+    at = _page("app_pages/perplexity.py")
     at.selectbox(key="ppl_model").set_value("other: a hub id or a local folder…").run()
     at.text_input(key="ppl_model_other").input(typed).run()
     assert expect in _errors(at)
@@ -116,7 +116,7 @@ def test_model_box_refuses_pickle_checkpoint(tmp_path, monkeypatch):
     (folder / "config.json").write_text("{}")
     (folder / "pytorch_model.bin").write_bytes(b"not loaded")
     monkeypatch.setenv("EVALCORE_MODEL_DIRS", str(tmp_path))
-    at = _page("pages/perplexity.py")
+    at = _page("app_pages/perplexity.py")
     at.selectbox(key="ppl_model").set_value("other: a hub id or a local folder…").run()
     at.text_input(key="ppl_model_other").input(str(folder)).run()
     assert "safetensors only" in _errors(at)

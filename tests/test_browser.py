@@ -19,8 +19,11 @@ OUT = ROOT / "test-output"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-PAGES = [("", "How far is a language model"), ("kl", "KL divergence"), ("perplexity", "Perplexity"),
-         ("mauve", "MAUVE"), ("hellaswag", "HellaSwag"), ("small_vs_large", "Small vs large")]
+# a deep link first: on a fresh server it must still run app.py's frame and navigation
+PAGES = [("mauve", "MAUVE"), ("", "How far is a language model"), ("kl", "KL divergence"),
+         ("perplexity", "Perplexity"), ("hellaswag", "HellaSwag"), ("small_vs_large", "Small vs large")]
+PAYLOAD = '<script>window.__pwned = 1</script><img src="x" onerror="window.__pwned = 2"> ok'
+
 
 
 def _free_port() -> int:
@@ -51,7 +54,8 @@ def _settle(page) -> None:
     page.wait_for_selector("h1", timeout=600_000)
     time.sleep(2)
     for _ in range(600):
-        busy = '[data-testid="stStatusWidget"], [data-testid="stSkeleton"], [data-testid="stSpinner"]'
+        busy = ('[data-testid="stStatusWidget"], [data-testid="stSkeleton"], [data-testid="stSpinner"], '
+                '[data-testid="stProgress"]')
         if page.locator(busy).count() == 0:
             break
         time.sleep(1)
@@ -71,6 +75,7 @@ def test_every_page_in_chromium(server):
             page.goto(f"{server}/{path}")
             _settle(page)
             assert title in page.locator("h1").first.inner_text()
+            assert page.get_by_text("Small vs large").count() > 0, f"{path}: the app's navigation is missing"
             assert page.locator('[data-testid="stException"]').count() == 0, path
             assert page.locator('[data-testid="stAlertContentError"]').count() == 0, path
             page.screenshot(path=str(OUT / f"{path or 'overview'}.png"), full_page=True)
@@ -86,4 +91,17 @@ def test_every_page_in_chromium(server):
         _settle(page)
         assert metric.inner_text() != before
         page.screenshot(path=str(OUT / "kl-after-slider.png"), full_page=True)
+        # user text is shown as text, never run as HTML
+        page.goto(f"{server}/perplexity")
+        _settle(page)
+        page.get_by_text("my own text").click()
+        _settle(page)
+        box = page.locator('[data-testid="stTextArea"] textarea').first
+        box.fill(PAYLOAD)
+        box.press("Control+Enter")
+        _settle(page)
+        assert page.evaluate("window.__pwned") is None
+        assert page.locator('img[src="x"]').count() == 0
+        assert page.get_by_text("<script>window.__pwned", exact=False).count() > 0  # visible, as text
+        page.screenshot(path=str(OUT / "perplexity-script-payload.png"), full_page=True)
         browser.close()

@@ -59,6 +59,8 @@ if name and texts:
         k[2].metric("bits / byte", f"{m.bits_per_byte:.4f}")
         k[3].metric("tokens scored", f"{m.tokens:,}")
         st.caption(f"Scored: {res.settings['scored']}. Smaller strides give each token more context.")
+        with st.expander("the first text, as scored", expanded=source == "my own text" or upload is not None):
+            st.text(texts[0][:1000] + (" …" if len(texts[0]) > 1000 else ""))  # shown as text, never as HTML
         tok = lc.model(name).tokenizer
         first = res.texts[0]
         offset = len(first.ids) - len(first.nll)
