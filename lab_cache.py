@@ -6,6 +6,7 @@ perplexity results and MAUVE labs, whose progress bars the pages pass in. Every 
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 
@@ -28,7 +29,8 @@ def model(name: str, dtype: str = "float32"):
 
 @st.cache_resource(show_spinner=False)
 def store() -> Store:
-    return Store()
+    """The results store: $EVALCORE_STORE if set, else results.sqlite in the evalcore cache."""
+    return Store(os.environ.get("EVALCORE_STORE") or None)
 
 
 @st.cache_resource(show_spinner=False)
@@ -67,13 +69,21 @@ class Memo:
         self._lock = threading.Lock()
         self._key_locks: dict[tuple, threading.Lock] = {}
 
-    def get(self, key: tuple, compute):
+    def get(self, key: tuple, compute, progress=None):
+        """The value for `key`, computed once; while another session computes it, wait.
+
+        The wait polls, calling `progress(-1, -1)` between polls, so a waiting page still
+        reacts to its user (Streamlit stops or reruns a script at its next st call).
+        """
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
                 return self._data[key]
             key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
+        while not key_lock.acquire(timeout=0.25):
+            if progress is not None:
+                progress(-1, -1)
+        try:
             with self._lock:
                 if key in self._data:
                     return self._data[key]
@@ -84,16 +94,18 @@ class Memo:
                 while len(self._data) > self.max_entries:
                     self._data.popitem(last=False)
             return value
+        finally:
+            key_lock.release()
 
 
 def hellaswag(name: str, n: int, progress=None) -> runs.HellaSwagResult:
     return _results().get(("hellaswag", name, n), lambda: runs.run_hellaswag(
-        model(name), list(range(n)), dataset=dataset(), store=store(), progress=progress))
+        model(name), list(range(n)), dataset=dataset(), store=store(), progress=progress), progress)
 
 
 def perplexity(name: str, texts: tuple[str, ...], max_length: int, stride: int, progress=None) -> runs.PerplexityResult:
     return _results().get(("perplexity", name, texts, max_length, stride), lambda: runs.run_perplexity(
-        model(name), list(texts), max_length=max_length, stride=stride, store=store(), progress=progress))
+        model(name), list(texts), max_length=max_length, stride=stride, store=store(), progress=progress), progress)
 
 
 @st.cache_data(show_spinner=False)
@@ -112,7 +124,7 @@ def mauve_lab(name: str, n: int, temperature: float = 1.0, top_p: float = 0.95, 
     dec = Decoding(temperature=temperature, top_p=top_p, seed=seed)
     return _results().get(("mauve", name, n, temperature, top_p, seed), lambda: runs.run_mauve(
         model(name), load_embedder(device="auto"), list(range(n)), dec, dataset=dataset(), store=store(),
-        progress=progress))
+        progress=progress), progress)
 
 
 @st.cache_data(show_spinner=False)
@@ -139,7 +151,10 @@ def guard(fn, *args, progress: str | None = None, **kw):
     bar = st.progress(0.0, text=progress) if progress else None
     if bar is not None:
         def update(done: int, total: int) -> None:
-            bar.progress(min(1.0, done / total) if total else 1.0, text=f"{progress} {done}/{total}")
+            if total < 0:  # Memo: another session is computing the same result
+                bar.progress(0.0, text=f"{progress}: another session is computing this; waiting…")
+            else:
+                bar.progress(min(1.0, done / total) if total else 1.0, text=f"{progress} {done}/{total}")
 
         kw["progress"] = update
     try:

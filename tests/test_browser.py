@@ -3,63 +3,24 @@ driven by Playwright (executable_path, never a downloaded browser), every page v
 slider moved, text asserted, and a screenshot of each page saved under test-output/."""
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from appserver import ARGS, CHROMIUM, ROOT, streamlit_server
+from appserver import settle as _settle
 
-ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "test-output"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 # a deep link first: on a fresh server it must still run app.py's frame and navigation
 PAGES = [("mauve", "MAUVE"), ("", "How far is a language model"), ("kl", "KL divergence"),
          ("perplexity", "Perplexity"), ("hellaswag", "HellaSwag"), ("small_vs_large", "Small vs large")]
 PAYLOAD = '<script>window.__pwned = 1</script><img src="x" onerror="window.__pwned = 2"> ok'
 
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true"],
-                            cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-
-
-def _settle(page) -> None:
-    page.wait_for_selector("h1", timeout=600_000)
-    time.sleep(2)
-    for _ in range(600):
-        busy = ('[data-testid="stStatusWidget"], [data-testid="stSkeleton"], [data-testid="stSpinner"], '
-                '[data-testid="stProgress"]')
-        if page.locator(busy).count() == 0:
-            break
-        time.sleep(1)
-    time.sleep(1)
+    with streamlit_server() as (url, _):
+        yield url
 
 
 def test_every_page_in_chromium(server):
