@@ -15,7 +15,7 @@ import streamlit as st
 from evalcore import runs
 from evalcore.data import HellaSwag, corpus
 from evalcore.errors import EvalcoreError
-from evalcore.models import REGISTRY, availability, check_app_model, load_embedder, load_model, resolve_device, resolve_dtype
+from evalcore.models import OFFLINE_PAIR, REGISTRY, availability, check_app_model, load_embedder, load_model, resolve_device, resolve_dtype
 from evalcore.scoring import Decoding
 from evalcore.store import Store
 
@@ -45,6 +45,13 @@ def available() -> list[str]:
     return sorted(names, key=lambda n: REGISTRY[n].params_m)
 
 
+def headline_pair() -> list[str]:
+    """The small and the large model of the lesson: the bundled pair, else the two smallest available."""
+    names = available()
+    pair = [n for n in OFFLINE_PAIR if n in names]
+    return pair if len(pair) == 2 else names[:2]
+
+
 def params(name: str) -> float:
     return REGISTRY[name].params_m if name in REGISTRY else 0.0
 
@@ -68,6 +75,11 @@ class Memo:
         self._data: OrderedDict[tuple, object] = OrderedDict()
         self._lock = threading.Lock()
         self._key_locks: dict[tuple, threading.Lock] = {}
+
+    def peek(self, key: tuple):
+        """The value if some session computed it already, else None (never computes)."""
+        with self._lock:
+            return self._data.get(key)
 
     def get(self, key: tuple, compute, progress=None):
         """The value for `key`, computed once; while another session computes it, wait.
@@ -118,11 +130,20 @@ def token_kl(a: str, a_dtype: str, b: str, b_dtype: str, text: str) -> runs.Toke
     return runs.run_token_kl(model(a, a_dtype), model(b, b_dtype), text, max_length=256)
 
 
+def mauve_key(name: str, n: int, temperature: float = 1.0, top_p: float = 0.95, seed: int = 0) -> tuple:
+    return ("mauve", name, n, temperature, top_p, seed)
+
+
+def peek(key: tuple):
+    """A result some session already computed in this process, or None."""
+    return _results().peek(key)
+
+
 def mauve_lab(name: str, n: int, temperature: float = 1.0, top_p: float = 0.95, seed: int = 0,
               progress=None) -> runs.MauveLab:
     """The MAUVE lab of one model's continuations; its k-means fits are cached inside it."""
     dec = Decoding(temperature=temperature, top_p=top_p, seed=seed)
-    return _results().get(("mauve", name, n, temperature, top_p, seed), lambda: runs.run_mauve(
+    return _results().get(mauve_key(name, n, temperature, top_p, seed), lambda: runs.run_mauve(
         model(name), load_embedder(device="auto"), list(range(n)), dec, dataset=dataset(), store=store(),
         progress=progress), progress)
 

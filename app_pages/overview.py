@@ -2,6 +2,8 @@
 import pandas as pd
 import streamlit as st
 
+import lab_cache as lc
+
 from evalcore.models import REGISTRY, availability
 
 st.title("How far is a language model's text from human text?")
@@ -26,7 +28,26 @@ with c2:
     st.subheader("HellaSwag")
     st.markdown("Pick the most likely of four endings. **Tells** commonsense completion accuracy. "
                 "**Misses**: it scores choices, not generated text.")
-st.info("The headline comparison of the two models, measured here, is on the **Small vs large** page.")
+st.subheader("Small vs large, measured here")
+pair = lc.headline_pair()
+wiki = lc.corpus_texts("wikipedia", 10)
+rows = []
+for m in pair:
+    hs = lc.guard(lc.hellaswag, m, 40, progress=f"{m}: HellaSwag, 40 items")
+    ppl = lc.guard(lc.perplexity, m, wiki, 512, 256, progress=f"{m}: perplexity, 10 passages")
+    lab = lc.peek(lc.mauve_key(m, 80))
+    if hs is None or ppl is None:
+        continue
+    rows.append({"model": m, "parameters (M)": lc.params(m), "HellaSwag acc (40 items)": hs.acc.value,
+                 "acc 95% CI": f"[{hs.acc.ci95[0]:.2f}, {hs.acc.ci95[1]:.2f}]",
+                 "perplexity (Wikipedia)": ppl.metrics.perplexity, "bits/byte": ppl.metrics.bits_per_byte,
+                 "MAUVE (80 contexts)": lab.result("auto").mauve if lab is not None else None})
+if rows:
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.caption("Measured on this machine and cached on disk. Perplexity and bits/byte are comparable across the two "
+               "tokenizers through bits per byte only. MAUVE appears once the MAUVE page has generated the 80 "
+               "continuations; every size and KL are on the **Small vs large** page. With 40 items a HellaSwag "
+               "interval is wide: move the HellaSwag page's slider for more.")
 
 st.subheader("Models")
 rows = []

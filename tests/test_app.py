@@ -27,7 +27,11 @@ def _metric(at: AppTest, label: str) -> str:
 def test_overview_lists_models():
     at = _page("app_pages/overview.py")
     assert "How far" in at.title[0].value
-    assert "smollm2-135m" in at.dataframe[0].value["model"].tolist()
+    head, models = at.dataframe[0].value, at.dataframe[1].value
+    assert head["model"].tolist() == ["smollm2-135m", "gemma3-270m"]  # the lesson's small and large, measured
+    assert head["HellaSwag acc (40 items)"].between(0, 1).all() and (head["perplexity (Wikipedia)"] > 1).all()
+    assert head["bits/byte"].iloc[1] < head["bits/byte"].iloc[0]  # the larger model predicts Wikipedia better
+    assert "smollm2-135m" in models["model"].tolist()
 
 
 def test_kl_page_sliders_move_the_numbers():
