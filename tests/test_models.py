@@ -171,3 +171,44 @@ def test_layering_by_import_scan():
     for p in [ROOT / "app.py", ROOT / "lab_cache.py", *(ROOT / "pages").glob("*.py")]:
         text = p.read_text()
         assert "import torch" not in text and "transformers" not in text, p
+
+
+def test_too_large_for_free_memory_is_refused_before_loading(monkeypatch):
+    spec = models.resolve_spec("gemma3-270m")
+    folder, _, _ = models._weights_source(spec)
+    n = models.parameter_count(spec, folder)
+    assert 260e6 < n < 280e6  # from the safetensors headers, no weights read
+    monkeypatch.setenv("EVALCORE_MEMORY_LIMIT_GB", "0.5")
+    with pytest.raises(ModelUnavailableError, match=r"needs about 0\.6 GiB .* but 0\.5 GiB is free"):
+        models.load_model("gemma3-270m", device="cpu", dtype="bfloat16")  # refused before any weight is read
+    assert ("gemma3-270m", "cpu", "bfloat16") not in models._LOADED
+    monkeypatch.setenv("EVALCORE_MEMORY_LIMIT_GB", "0.7")
+    models.check_memory(spec, folder, "bfloat16", "cpu")  # bf16 halves it: fits in 0.7 GiB
+    with pytest.raises(ModelUnavailableError):
+        models.check_memory(spec, folder, "float32", "cpu")
+
+
+def test_no_network_when_offline_machine_uses_a_bundled_model():
+    """HF_HUB_OFFLINE unset, every socket blocked and recorded: a bundled model loads and scores."""
+    code = """
+import os, socket
+os.environ.pop("HF_HUB_OFFLINE", None); os.environ.pop("HF_DATASETS_OFFLINE", None)
+calls = []
+def blocked(*a, **k):
+    calls.append(a[1:] if len(a) > 1 else a)
+    raise OSError("network blocked by the test")
+socket.socket.connect = blocked
+socket.socket.connect_ex = blocked
+socket.getaddrinfo = blocked
+from evalcore.models import load_model
+from evalcore.runs import run_hellaswag
+from evalcore.store import Store
+import tempfile
+lm = load_model("smollm2-135m", device="cpu", dtype="float32")
+r = run_hellaswag(lm, [0, 1], store=Store(tempfile.mkdtemp() + "/s.sqlite"))
+print("CALLS", len(calls), calls[:3], "N", r.n)
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "CALLS 0 [] N 2" in out.stdout, out.stdout + out.stderr[-2000:]
