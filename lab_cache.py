@@ -15,7 +15,8 @@ import streamlit as st
 from evalcore import runs
 from evalcore.data import HellaSwag, corpus
 from evalcore.errors import EvalcoreError
-from evalcore.models import OFFLINE_PAIR, REGISTRY, availability, check_app_model, load_embedder, load_model, resolve_device, resolve_dtype
+from evalcore.models import (OFFLINE_PAIR, REGISTRY, availability, check_app_model, device_summary, load_embedder,
+                             load_model, resolve_device, resolve_dtype)
 from evalcore.scoring import Decoding
 from evalcore.store import Store
 
@@ -151,16 +152,7 @@ def mauve_lab(name: str, n: int, temperature: float = 1.0, top_p: float = 0.95, 
 @st.cache_data(show_spinner=False)
 def device_line() -> str:
     """Where inference runs, for the sidebar: device and the dtype `auto` picks there."""
-    import torch
-
-    dev = resolve_device("auto")
-    if dev.startswith("cuda"):
-        where = f"GPU ({torch.cuda.get_device_name(0)})"
-    elif dev == "mps":
-        where = "Apple GPU (MPS)"
-    else:
-        where = f"CPU ({torch.get_num_threads()} threads)"
-    return f"Inference on **{where}**, {resolve_dtype('auto', dev)}."
+    return f"Inference on **{device_summary()}**, {resolve_dtype('auto', resolve_device('auto'))}."
 
 
 def guard(fn, *args, progress: str | None = None, **kw):

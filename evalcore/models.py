@@ -224,7 +224,7 @@ _LOADED: dict[tuple[str, str, str], LoadedModel] = {}
 _LOCK = threading.Lock()
 
 
-def load_model(name: str, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+def load_model(name: str, *, device: str = "auto", dtype: str = "auto", device_map: str | None = None) -> LoadedModel:
     """Load a registry model, local folder or hub id, once per (model, device, dtype) per process.
 
     Parameters
@@ -232,18 +232,20 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto") -> Loade
     name : registry name (`evalcore models`), a local folder with safetensors, or a hub id.
     device : "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N", "mps".
     dtype : "auto" (bf16 on CUDA, float32 on CPU), "float32", "bfloat16".
+    device_map : None (the whole model on `device`), or "auto": accelerate spreads the layers
+        over every GPU (then CPU memory) for a model larger than one GPU; inputs go to `device`.
     """
     spec = resolve_spec(name)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    key = (spec.name, dev, dt)
+    key = (spec.name, dev, dt) if device_map is None else (spec.name, dev, dt, device_map)
     with _LOCK:
         if key not in _LOADED:
-            _LOADED[key] = _load(spec, dev, dt)
+            _LOADED[key] = _load(spec, dev, dt, device_map=device_map)
         return _LOADED[key]
 
 
-def _load(spec: ModelSpec, device: str, dtype: str) -> LoadedModel:
+def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = None) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -251,9 +253,13 @@ def _load(spec: ModelSpec, device: str, dtype: str) -> LoadedModel:
     hf_logging.disable_progress_bar()  # library code never prints; the CLI shows its own progress
     t0 = time.perf_counter()
     folder, fingerprint, revision = _weights_source(spec)
+    if device_map is None:  # accelerate's device map offloads what does not fit, so no refusal then
+        check_memory(spec, folder, dtype, device)
     kwargs: dict[str, Any] = dict(dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=False)
     if revision:
         kwargs["revision"] = revision
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     try:
         tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, **({"revision": revision} if revision else {}))
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
@@ -261,7 +267,9 @@ def _load(spec: ModelSpec, device: str, dtype: str) -> LoadedModel:
         if spec.bundle and folder == str(converted_dir(spec)):
             raise AssetError(f"converted cache {folder} is unreadable ({e}); delete it and rerun") from e
         raise ModelUnavailableError(_hub_error(spec, e)) from e
-    model.eval().to(device)
+    model.eval()
+    if device_map is None:  # with a device map accelerate has placed the layers (and moves inputs between them)
+        model.to(device)
     if not fingerprint:
         fingerprint = getattr(model.config, "_commit_hash", None) or "unknown"
     dt = time.perf_counter() - t0
@@ -441,3 +449,96 @@ def check_app_model(name: str) -> str:
     if not a.ok:
         raise ModelUnavailableError(f"{name}: {a.detail}; pick a bundled model ({', '.join(OFFLINE_PAIR)})")
     return name
+
+
+# ----------------------------------------------------------------------------- memory
+
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def _safetensors_params(files: list[Path]) -> int:
+    """Parameter count from safetensors headers (8-byte length + JSON), reading no weights."""
+    n = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size))
+        for k, v in header.items():
+            if k != "__metadata__":
+                count = 1
+                for d in v["shape"]:
+                    count *= d
+                n += count
+    return n
+
+
+def parameter_count(spec: ModelSpec, folder: str) -> int | None:
+    """Parameters of a model about to be loaded, or None when unknown without a download."""
+    p = Path(folder)
+    if p.is_dir():
+        files = sorted(p.glob("*.safetensors"))
+        return _safetensors_params(files) if files else None
+    if spec.hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(spec.hub_id, "model.safetensors")
+            if isinstance(cached, str):
+                return _safetensors_params([Path(cached)])
+        except Exception:  # noqa: BLE001 - an estimate only; fall back to the registry
+            pass
+    return int(spec.params_m * 1e6) if spec.params_m else None
+
+
+def free_memory_bytes(device: str) -> int:
+    """Memory free for a new model on `device`, capped by EVALCORE_MEMORY_LIMIT_GB when set
+    (an operator's limit for a shared app, e.g. on Streamlit Cloud)."""
+    free = 1 << 62
+    if device.startswith("cuda"):
+        import torch
+
+        free = torch.cuda.mem_get_info(torch.device(device))[0]
+    else:
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+        except OSError:  # not Linux: no refusal
+            pass
+    limit = os.environ.get("EVALCORE_MEMORY_LIMIT_GB", "").strip()
+    if limit:
+        try:
+            free = min(free, int(float(limit) * 2**30))
+        except ValueError:
+            raise InputError(f"EVALCORE_MEMORY_LIMIT_GB={limit!r} is not a number of GiB, e.g. 2.5") from None
+    return free
+
+
+def check_memory(spec: ModelSpec, folder: str, dtype: str, device: str) -> None:
+    """Refuse, before loading, a model whose weights would not fit in free memory.
+
+    The estimate is parameters x bytes per parameter at `dtype`, plus 20% for activations
+    and buffers; models already loaded in this process are not counted again.
+    """
+    n = parameter_count(spec, folder)
+    if not n:
+        return
+    need = int(n * _DTYPE_BYTES.get(dtype, 4) * 1.2)
+    free = free_memory_bytes(device)
+    if need > free:
+        raise ModelUnavailableError(
+            f"{spec.name} needs about {need / 2**30:.1f} GiB on {device} at {dtype} ({n / 1e9:.2f}B parameters) "
+            f"but {free / 2**30:.1f} GiB is free; pick a smaller model, use --dtype bfloat16, "
+            "or on GPUs --device-map auto")
+
+
+def device_summary(device: str = "auto") -> str:
+    """Where inference runs, in words: 'CPU (2 threads)', 'GPU (NVIDIA H200)', 'Apple GPU (MPS)'."""
+    import torch
+
+    dev = resolve_device(device)
+    if dev.startswith("cuda"):
+        return f"GPU ({torch.cuda.get_device_name(torch.device(dev))})"
+    if dev == "mps":
+        return "Apple GPU (MPS)"
+    return f"CPU ({torch.get_num_threads()} threads)"
