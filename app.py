@@ -21,7 +21,7 @@ nav = st.navigation(
         "Experiment": [st.Page("app_pages/small_vs_large.py", title="Small vs large", icon=":material/bar_chart:")],
     }
 )
-import lab_cache as lc  # noqa: E402  (after set_page_config)
+import lab_cache as lc
 
 with st.sidebar:
     st.markdown(lc.device_line())

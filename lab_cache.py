@@ -15,8 +15,17 @@ import streamlit as st
 from evalcore import runs
 from evalcore.data import HellaSwag, corpus
 from evalcore.errors import EvalcoreError
-from evalcore.models import (OFFLINE_PAIR, REGISTRY, availability, check_app_model, device_summary, load_embedder,
-                             load_model, resolve_device, resolve_dtype)
+from evalcore.models import (
+    OFFLINE_PAIR,
+    REGISTRY,
+    availability,
+    check_app_model,
+    device_summary,
+    load_embedder,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+)
 from evalcore.scoring import Decoding
 from evalcore.store import Store
 

@@ -3,7 +3,6 @@ import pandas as pd
 import streamlit as st
 
 import lab_cache as lc
-
 from evalcore.models import REGISTRY, availability
 
 st.title("How far is a language model's text from human text?")

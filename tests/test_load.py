@@ -38,7 +38,7 @@ def test_sessions_under_load(tmp_path: Path, record_property):
     store = tmp_path / "load.sqlite"  # fresh: the HellaSwag sessions must run inference
     with streamlit_server(EVALCORE_STORE=str(store)) as (url, proc), sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        new_page = lambda: browser.new_context(viewport={"width": 1200, "height": 900}).new_page()  # noqa: E731
+        new_page = lambda: browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
         # two sessions start the same HellaSwag work at once (two models x 20 items, not stored yet)
         workers = [new_page(), new_page()]
         for w in workers:
@@ -67,7 +67,7 @@ def test_sessions_under_load(tmp_path: Path, record_property):
         record_property(k, v)
     assert errors == 0
     assert tables[0] == tables[1] and "acc(smollm2-135m)" in tables[0]  # both sessions see the same numbers
-    hs = dict((op, (n, d)) for op, n, d in rows)["hellaswag"]
+    hs = {op: (n, d) for op, n, d in rows}["hellaswag"]
     assert hs == (40, 40)  # 2 models x 20 items, each once: no duplicates, none lost
     assert statistics.median(lat) < 3.0, lat  # responsive under load (2 CPU cores, inference running)
     # both bundled models at float32 (~1.6 GB) plus the embedder and the runtime, loaded once: a second

@@ -209,6 +209,6 @@ r = run_hellaswag(lm, [0, 1], store=Store(tempfile.mkdtemp() + "/s.sqlite"))
 print("CALLS", len(calls), calls[:3], "N", r.n)
 """
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "CALLS 0 [] N 2" in out.stdout, out.stdout + out.stderr[-2000:]
