@@ -2,26 +2,40 @@
 
     evalcore models [--json]
     evalcore hellaswag --model NAME [--limit N | --indices FILE | --sample N --seed S]
-                       [--device auto] [--dtype auto] [--batch-tokens T] --out FILE.json
+                       [--device auto] [--dtype auto] [--batch-tokens T] [--backend hf|vllm] --out FILE.json
     evalcore perplexity --model NAME (--text-file F | --corpus hellaswag|wikipedia) [--limit N]
                         [--max-length L] [--stride S] --out FILE.json
     evalcore kl --model-p A --model-q B (--text-file F | --corpus ...) --out FILE.json
     evalcore mauve (--p-features P.npy --q-features Q.npy | --model NAME [--limit N] [--featurizer minilm])
                    [--clusters K|auto] [--scaling C] [--seed S] --out FILE.json
+    evalcore store-merge A.sqlite B.sqlite ... --into C.sqlite
+
+hellaswag, perplexity and mauve --model also run data-parallel under torchrun
+(`torchrun --nproc_per_node N -m evalcore hellaswag ...`, see evalcore/parallel.py): each rank
+scores its shard into the shared store, rank 0 reads everything back and writes the JSON.
 
 Errors a user can act on print one line on stderr and exit with status 2.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalcore.errors import EvalcoreError
+
+if TYPE_CHECKING:
+    from evalcore.models import LoadedModel
+    from evalcore.parallel import Dist
+
+log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     sel.add_argument("--indices", type=Path, help="JSON file with a list of row indices")
     sel.add_argument("--sample", type=int, help="N items sampled at random (with --seed)")
     h.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
+    h.add_argument("--backend", choices=["hf", "vllm"], default="hf",
+                   help="hf: transformers (default); vllm: vLLM prompt log-probs (CUDA, pip install vllm)")
     h.add_argument("--out", type=Path, required=True, help="where to write the JSON result")
 
     pp = sub.add_parser("perplexity", help="sliding-window perplexity, bits per token and bits per byte")
@@ -76,9 +92,19 @@ def _parser() -> argparse.ArgumentParser:
     mv.add_argument("--max-new-tokens", type=int, default=None, help="default: the gold ending's length")
     mv.add_argument("--device", default="auto")
     mv.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    _device_map_arg(mv)
     mv.add_argument("--store", type=Path, default=None)
     mv.add_argument("--out", type=Path, required=True)
+
+    sm = sub.add_parser("store-merge", help="copy the records of store files (e.g. one per node) into one store")
+    sm.add_argument("sources", nargs="+", type=Path, help="store files to read (.sqlite)")
+    sm.add_argument("--into", type=Path, required=True, help="store file to add them to (created if missing)")
     return p
+
+
+def _device_map_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device-map", choices=["auto"], default=None,
+                   help="auto: spread a model too large for one GPU over all GPUs (accelerate); one rank per node")
 
 
 def _text_args(p: argparse.ArgumentParser) -> None:
@@ -105,6 +131,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-tokens", type=int, default=None, help="tokens per forward pass (default: automatic)")
     p.add_argument("--batch-size", type=int, default=None, dest="batch_items",
                    help="items per batch (alternative to --batch-tokens; ~110 tokens per HellaSwag item)")
+    _device_map_arg(p)
     p.add_argument("--store", type=Path, default=None,
                    help="results store file (default: <cache>/results.sqlite; cache = $EVALCORE_CACHE or ~/.cache/evalcore)")
 
@@ -126,10 +153,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_bar(desc: str):
+def _progress_bar(desc: str, *, enabled: bool = True):
     from tqdm import tqdm
 
-    bar = tqdm(total=0, desc=desc, unit="item", file=sys.stderr, disable=None)
+    bar = tqdm(total=0, desc=desc, unit="item", file=sys.stderr, disable=None if enabled else True)
 
     def update(done: int, total: int) -> None:
         bar.total = total
@@ -140,29 +167,93 @@ def _progress_bar(desc: str):
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(obj, indent=1))
+        os.replace(tmp, path)
+    except OSError as e:  # disk full, read-only folder: one line; the results are in the store
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise EvalcoreError(f"cannot write {path}: {e.strerror or e}; give --out a writable path with free space "
+                            "(the results are in the store: a rerun reads them back)") from e
+
+
+def _load_lm(args: argparse.Namespace, d: Dist) -> LoadedModel:
+    """This rank's copy of --model on its device (cuda:LOCAL_RANK or cpu under torchrun)."""
+    from evalcore.models import load_model
+
+    if args.device_map and d.local_world > 1:
+        raise EvalcoreError(f"--device-map auto spreads one model over all of a node's GPUs, but {d.local_world} "
+                            "ranks run on this node; launch one rank per node (torchrun --nproc_per_node 1)")
+    return load_model(args.model, device=d.device, dtype=args.dtype, device_map=args.device_map)
+
+
+def _data_parallel(d: Dist, run: Callable[[list], Any], items: list, *, cached: str) -> Any:
+    """`run(items)`, spread over the ranks of `d`; the result on rank 0, None on the others.
+
+    Each rank runs its shard, which writes its records to the shared store; after the
+    barrier rank 0 runs all items, which reads them back without a forward pass. Its
+    result then gets the whole job's wall time and the sum of the ranks' `cached` counts.
+    """
+    if not d.enabled:
+        return run(items)
+    if d.world != d.local_world and d.is_main:
+        log.warning("ranks on %d nodes: rank 0 finds only the records in its own store file, and SQLite is unsafe "
+                    "on network filesystems; prefer one job per node and `evalcore store-merge` (README: Scaling out)",
+                    d.world // max(1, d.local_world))
+    t0 = time.perf_counter()
+    mine = d.shard(items)
+    n_cached = getattr(run(mine), cached) if mine else 0
+    log.info("rank %d/%d: %d of %d items done (%d cached)", d.rank, d.world, len(mine), len(items), n_cached)
+    d.barrier()
+    total_cached = sum(d.gather(n_cached))
+    if not d.is_main:
+        return None
+    res = run(items)
+    return dataclasses.replace(res, seconds=time.perf_counter() - t0, **{cached: total_cached})
 
 
 def cmd_hellaswag(args: argparse.Namespace) -> int:
+    from evalcore import parallel
     from evalcore.data import HellaSwag, select_indices
-    from evalcore.models import load_model
     from evalcore.runs import run_hellaswag
     from evalcore.store import Store
 
     if args.sample is None and args.seed != 0:
         raise EvalcoreError("--seed only applies with --sample N")
+    if args.backend == "vllm":
+        from evalcore.scoring.vllm_backend import require_vllm
+
+        require_vllm()  # one line when vLLM is missing, before any loading
     ds = HellaSwag()
     idx = select_indices(len(ds), limit=args.limit, indices=args.indices, sample=args.sample, seed=args.seed)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    bt = args.batch_tokens or (args.batch_items * 110 * 2 if args.batch_items else None)
-    bar, update = _progress_bar(f"hellaswag {lm.spec.name}")
-    res = run_hellaswag(lm, idx, dataset=ds, store=Store(args.store), batch_tokens=bt, progress=update)
-    bar.close()
-    out = res.to_dict()
-    out["model"]["load_seconds"] = round(lm.load_seconds, 3)
+    with parallel.from_env(args.device) as d:
+        kw: dict[str, Any] = {}
+        if args.backend == "vllm":
+            from evalcore.scoring import vllm_backend
+
+            if d.enabled:
+                raise EvalcoreError("--backend vllm runs as one process (vLLM batches and splits a model over "
+                                    "GPUs itself); launch it without torchrun")
+            lm = vllm_backend.load_vllm(args.model, dtype=args.dtype)
+            kw["scorer"] = vllm_backend.iter_logprobs  # run_hellaswag(scorer=): same contract as scoring.iter_logprobs
+        else:
+            lm = _load_lm(args, d)
+        bt = args.batch_tokens or (args.batch_items * 110 * 2 if args.batch_items else None)
+        bar, update = _progress_bar(f"hellaswag {lm.spec.name}", enabled=d.is_main)
+        store = Store(args.store)
+        res = _data_parallel(d, lambda sub: run_hellaswag(lm, sub, dataset=ds, store=store, batch_tokens=bt,
+                                                          progress=update, **kw), idx, cached="cached_items")
+        bar.close()
+        if not d.is_main:
+            return 0
+        out = res.to_dict()
+        out["model"]["load_seconds"] = round(lm.load_seconds, 3)
+        if d.enabled:
+            out["parallel"] = {"world": d.world, "backend": d.backend}
     _write_json(args.out, out)
     r = out["results"]
     print(f"{lm.spec.name}: acc {r['acc']:.4f} ± {r['acc_stderr']:.4f}, acc_norm {r['acc_norm']:.4f} ± "
@@ -171,17 +262,25 @@ def cmd_hellaswag(args: argparse.Namespace) -> int:
 
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
-    from evalcore.models import load_model
+    from evalcore import parallel
     from evalcore.runs import run_perplexity
     from evalcore.store import Store
 
     texts = _texts(args)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    bar, update = _progress_bar(f"perplexity {lm.spec.name}")
-    res = run_perplexity(lm, texts, max_length=args.max_length, stride=args.stride, store=Store(args.store),
-                         batch_tokens=args.batch_tokens, progress=update)
-    bar.close()
-    _write_json(args.out, res.to_dict(per_token=args.per_token))
+    with parallel.from_env(args.device) as d:
+        lm = _load_lm(args, d)
+        bar, update = _progress_bar(f"perplexity {lm.spec.name}", enabled=d.is_main)
+        store = Store(args.store)
+        res = _data_parallel(d, lambda sub: run_perplexity(lm, sub, max_length=args.max_length, stride=args.stride,
+                                                           store=store, batch_tokens=args.batch_tokens,
+                                                           progress=update), texts, cached="cached_texts")
+        bar.close()
+        if not d.is_main:
+            return 0
+        out = res.to_dict(per_token=args.per_token)
+        if d.enabled:
+            out["parallel"] = {"world": d.world, "backend": d.backend}
+    _write_json(args.out, out)
     m = res.metrics
     print(f"{lm.spec.name}: perplexity {m.perplexity:.3f}, {m.bits_per_token:.3f} bits/token, {m.bits_per_byte:.4f} "
           f"bits/byte over {m.tokens} tokens of {len(texts)} texts -> {args.out}")
@@ -211,40 +310,49 @@ def cmd_kl(args: argparse.Namespace) -> int:
 
 
 def cmd_mauve(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from evalcore.runs.mauve import MauveLab, run_mauve
 
     k = args.clusters if args.clusters == "auto" else _int(args.clusters, "--clusters")
     if args.p_features or args.q_features:
         if not (args.p_features and args.q_features):
             raise EvalcoreError("give both --p-features and --q-features")
-        try:
-            fp, fq = np.load(args.p_features), np.load(args.q_features)
-        except (OSError, ValueError) as e:
-            raise EvalcoreError(f"cannot read features: {e}; give .npy files of shape [n, dim]") from e
+        from evalcore.data import read_features
+
+        fp, fq = read_features(args.p_features, side="P"), read_features(args.q_features, side="Q")
         lab = MauveLab.from_features(fp, fq, seed=args.seed, scaling=args.scaling)
         meta: dict[str, Any] = {"source": "features"}
     else:
         if not args.model:
             raise EvalcoreError("give --model NAME (HellaSwag texts) or --p-features/--q-features")
+        from evalcore import parallel
         from evalcore.data import HellaSwag, select_indices
         from evalcore.models import load_embedder, load_model
+        from evalcore.runs.mauve import model_texts
         from evalcore.scoring import Decoding
         from evalcore.store import Store
 
         ds = HellaSwag()
         idx = select_indices(len(ds), limit=args.limit)
-        lm = load_model(args.model, device=args.device, dtype=args.dtype)
-        if args.featurizer == "minilm":
-            feat, kind = load_embedder(device=args.device), "minilm"
-        else:
-            feat, kind = load_model(args.featurizer, device=args.device, dtype="float32"), "causal"
-        dec = Decoding(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                       max_new_tokens=args.max_new_tokens, seed=args.seed)
-        bar, update = _progress_bar(f"generate {lm.spec.name}")
-        lab = run_mauve(lm, feat, idx, dec, kind=kind, dataset=ds, store=Store(args.store), seed=args.seed, progress=update)
-        bar.close()
+        with parallel.from_env(args.device) as d:
+            lm = _load_lm(args, d)
+            dec = Decoding(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                           max_new_tokens=args.max_new_tokens, seed=args.seed)
+            store = Store(args.store)
+            if d.enabled:  # generation is the sharded part; each text has its own random stream, so the split
+                # does not change it. Featurizing and MAUVE itself then run on rank 0 alone.
+                bar, update = _progress_bar(f"generate {lm.spec.name} (rank 0's shard)", enabled=d.is_main)
+                model_texts(lm, d.shard(idx), dec, dataset=ds, store=store, progress=update)
+                bar.close()
+                d.barrier()
+                if not d.is_main:
+                    return 0
+            if args.featurizer == "minilm":
+                feat, kind = load_embedder(device=d.device), "minilm"
+            else:
+                feat, kind = load_model(args.featurizer, device=d.device, dtype="float32"), "causal"
+            bar, update = _progress_bar(f"generate {lm.spec.name}")
+            lab = run_mauve(lm, feat, idx, dec, kind=kind, dataset=ds, store=store, seed=args.seed, progress=update)
+            bar.close()
         meta = {"source": "hellaswag", "model": lm.identity(), "featurizer": feat.identity(), "decoding": dec.to_dict(),
                 "n": len(idx)}
     res = lab.result(k)
@@ -253,6 +361,47 @@ def cmd_mauve(args: argparse.Namespace) -> int:
     print(f"MAUVE {res.mauve:.4f} (MAUVE* {res.mauve_star:.4f}), k={res.num_buckets}, 95% CI "
           f"[{out['mauve_ci95_bootstrap'][0]:.3f}, {out['mauve_ci95_bootstrap'][1]:.3f}] -> {args.out}")
     return 0
+
+
+def cmd_store_merge(args: argparse.Namespace) -> int:
+    from evalcore.store import Store, merge
+
+    added = merge(args.sources, into=args.into)
+    for src, n in added.items():
+        print(f"{src}: {n} new records")
+    total = Store(args.into)
+    print(f"{sum(added.values())} records added; {args.into} now holds {total.count()}")
+    total.close()
+    return 0
+
+
+def _check_early(args: argparse.Namespace) -> None:
+    """Settings checks that need no model, run before any loading, so a typo costs no wait:
+    window sizes, decoding, the MAUVE sizes, and model names (resolved, not loaded)."""
+    from evalcore.errors import InputError
+
+    if args.cmd in ("perplexity", "kl") and args.max_length < 2:
+        raise InputError(f"--max-length {args.max_length}: need at least 2 tokens per window")
+    if args.cmd == "perplexity" and args.stride < 1:
+        raise InputError(f"--stride {args.stride}: need 1 <= stride <= --max-length ({args.max_length})")
+    if args.cmd == "mauve":
+        from evalcore.data import HELLASWAG_SIZE
+        from evalcore.metrics.mauve import check_scaling
+        from evalcore.models import resolve_spec
+        from evalcore.scoring import Decoding
+
+        check_scaling(args.scaling)
+        if args.model and not (args.p_features or args.q_features):
+            Decoding(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                     max_new_tokens=args.max_new_tokens, seed=args.seed)
+            n = min(args.limit, HELLASWAG_SIZE)
+            if 1 <= n < 4:
+                raise InputError(f"--limit {n}: MAUVE needs at least 4 texts per side (40+ for stable numbers)")
+            k = args.clusters if args.clusters == "auto" else _int(args.clusters, "--clusters")
+            if k != "auto" and n >= 1 and not 2 <= k <= 2 * n:
+                raise InputError(f"--clusters {k}: need 2..{2 * n} for {n} texts per side; try {max(2, n // 10)} or auto")
+            for name in (args.model, *([args.featurizer] if args.featurizer != "minilm" else [])):
+                resolve_spec(name)
 
 
 def _int(v: str, flag: str) -> int:
@@ -266,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        _check_early(args)
         if args.cmd == "models":
             return cmd_models(args)
         if args.cmd == "hellaswag":
@@ -276,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_kl(args)
         if args.cmd == "mauve":
             return cmd_mauve(args)
+        if args.cmd == "store-merge":
+            return cmd_store_merge(args)
     except EvalcoreError as e:
         print(f"evalcore: error: {e}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from evalcore import assets
 from evalcore.errors import InputError
@@ -205,8 +206,29 @@ def read_text_file(path: str | Path, *, max_bytes: int = 5_000_000) -> str:
         raw = p.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read text file {str(p)!r}: {e.strerror or e}") from e
+    if b"\x00" in raw:  # before decoding: a binary file is rarely valid UTF-8, and "binary" says more
+        raise InputError(f"text file {str(p)!r} contains NUL bytes: it looks binary; give a plain UTF-8 text file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError(f"text file {str(p)!r} is not UTF-8 (byte {e.start}); re-save it as UTF-8") from e
     return check_text(text, what=f"text file {str(p)!r}")
+
+
+def read_features(path: str | Path, *, side: str = "P") -> npt.NDArray[np.float64]:
+    """MAUVE features saved with `numpy.save`: a numeric array, with one-line errors for a
+    missing, empty, pickled, .npz or non-numeric file (shape and NaN checks are the metric's)."""
+    p = Path(path)
+    hint = "save them with numpy.save(path, array), shape [n_texts, dim]"
+    try:
+        a = np.load(p, allow_pickle=False)
+    except OSError as e:
+        raise InputError(f"cannot read {side} features {str(p)!r}: {e.strerror or e}; {hint}") from e
+    except (ValueError, EOFError) as e:  # pickles, text, truncated or empty files
+        raise InputError(f"{side} features {str(p)!r} are not a .npy array ({str(e).split('.')[0]}); {hint}") from e
+    if not isinstance(a, np.ndarray):
+        a.close()
+        raise InputError(f"{side} features {str(p)!r} are a .npz archive; {hint}")
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"{side} features {str(p)!r} hold {a.dtype} values, not numbers; {hint}")
+    return a.astype(np.float64, copy=False)

@@ -215,9 +215,13 @@ class LoadedModel:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
-        """What a stored result is keyed on: name, weights fingerprint, dtype."""
-        return {"name": self.spec.name, "fingerprint": self.fingerprint, "dtype": self.dtype,
-                "source": self.source}
+        """What a stored result is keyed on: name, weights fingerprint, dtype (not the folder the
+        weights were read from: the same weights give the same results wherever they sit)."""
+        return {"name": self.spec.name, "fingerprint": self.fingerprint, "dtype": self.dtype}
+
+    def describe(self) -> dict[str, Any]:
+        """identity() plus where the weights came from and the device, for JSON outputs."""
+        return {**self.identity(), "source": self.source, "device": self.device}
 
 
 _LOADED: dict[tuple[str, str, str], LoadedModel] = {}
@@ -485,8 +489,8 @@ def parameter_count(spec: ModelSpec, folder: str) -> int | None:
             cached = try_to_load_from_cache(spec.hub_id, "model.safetensors")
             if isinstance(cached, str):
                 return _safetensors_params([Path(cached)])
-        except Exception:  # noqa: BLE001 - an estimate only; fall back to the registry
-            pass
+        except Exception as e:  # noqa: BLE001 - an estimate only; fall back to the registry
+            log.debug("no parameter count from the hub cache for %s: %s", spec.hub_id, e)
     return int(spec.params_m * 1e6) if spec.params_m else None
 
 

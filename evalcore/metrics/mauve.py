@@ -59,15 +59,15 @@ def reduce(p_features: npt.ArrayLike, q_features: npt.ArrayLike, *, explained_va
            norm: str = "l2", pca_max_data: int = -1, seed: int = 25) -> Reduced:
     """Step (1): L2-normalise [Q; P] and project on the principal components explaining
     `explained_variance` of the variance (mauve-text: PCA(random_state=seed+1), whiten=False)."""
-    from sklearn.decomposition import PCA
-    from sklearn.preprocessing import normalize
-
     p, q = _check_features(p_features, "P"), _check_features(q_features, "Q")
     if p.shape[1] != q.shape[1]:
         raise InputError(f"P and Q features have different dimensions ({p.shape[1]} vs {q.shape[1]}); "
                          "featurize both sides with the same model")
     if not 0 < explained_variance < 1:
         raise InputError(f"explained_variance={explained_variance}: must be in (0, 1), e.g. 0.9")
+    from sklearn.decomposition import PCA  # after the checks: bad input fails without the ~1 s import
+    from sklearn.preprocessing import normalize
+
     data = np.vstack([q, p])
     if norm in ("l1", "l2"):
         data = normalize(data, norm=norm, axis=1)
@@ -102,14 +102,14 @@ class Quantizer:
         self.random_state = random_state
 
     def fit(self, x: npt.ArrayLike) -> Quantizer:
-        import faiss
-
         data = np.ascontiguousarray(x, dtype=np.float32)
         n = data.shape[0]
         if not isinstance(self.n_clusters, (int, np.integer)) or self.n_clusters < 2:
             raise InputError(f"n_clusters={self.n_clusters}: need at least 2; with {n} texts try {max(2, n // 10)}")
         if self.n_clusters > n:
             raise InputError(f"n_clusters={self.n_clusters} is more than the {n} texts; with {n} texts try {max(2, n // 10)}")
+        import faiss
+
         km = faiss.Kmeans(data.shape[1], int(self.n_clusters), niter=self.max_iter, verbose=False,
                           nredo=self.n_init, update_index=True, seed=self.random_state)
         km.train(data)
@@ -151,10 +151,18 @@ def mixture_point(p: npt.ArrayLike, q: npt.ArrayLike, alpha: float) -> tuple[flo
     return float(kl(q, r)), float(kl(p, r))
 
 
+def check_scaling(scaling: float) -> float:
+    """c in exp(-c·KL): positive and finite (c = 0 maps every curve to 1, so MAUVE would be 1)."""
+    if not (isinstance(scaling, (int, float, np.floating)) and math.isfinite(scaling) and scaling > 0):
+        raise InputError(f"scaling={scaling}: must be a positive number (mauve-text uses 5)")
+    return float(scaling)
+
+
 def divergence_curve(p: npt.ArrayLike, q: npt.ArrayLike, *, alphas: npt.ArrayLike | None = None,
                      scaling: float = 5.0) -> Array:
     """[m + 2, 2] points exp(-c·(KL(Q||R_α), KL(P||R_α))), with the extreme points (0, 1)
     first and (1, 0) last, as mauve-text's `get_divergence_curve_for_multinomials`."""
+    check_scaling(scaling)
     a = np.sort(alpha_grid() if alphas is None else np.asarray(alphas, dtype=np.float64))
     p_, q_ = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
     r = a[:, None] * p_[None, :] + (1 - a[:, None]) * q_[None, :]  # [m, k]

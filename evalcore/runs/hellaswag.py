@@ -78,11 +78,13 @@ def run_hellaswag(
     store: Store | None = None,
     batch_tokens: int | None = None,
     progress: Progress | None = None,
+    scorer: Callable[..., Any] | None = None,
 ) -> HellaSwagResult:
     """Score HellaSwag items with a model, reading and writing per-item results in the store.
 
     Items already in the store are not recomputed; new ones are written one batch at a
-    time, so an interrupted run resumes where it stopped.
+    time, so an interrupted run resumes where it stopped. `scorer` replaces
+    `scoring.iter_logprobs` (same contract), e.g. the vLLM backend's.
     """
     from evalcore import scoring  # torch lives below this line
 
@@ -104,7 +106,7 @@ def run_hellaswag(
     if todo:
         items: list[HellaSwagItem] = ds.items(todo)
         groups = [scoring.encode_pair(lm.tokenizer, it.query, it.continuations) for it in items]
-        for batch_idx, lps in scoring.iter_logprobs(lm, groups, batch_tokens=batch_tokens):
+        for batch_idx, lps in (scorer or scoring.iter_logprobs)(lm, groups, batch_tokens=batch_tokens):
             new: dict[str, Any] = {}
             for b, per_cont in zip(batch_idx, lps):
                 it = items[b]
@@ -122,5 +124,5 @@ def run_hellaswag(
     labels = np.array([r.label for r in ordered])
     acc = hsm.accuracy(np.array([r.pred for r in ordered]) == labels)
     acc_norm = hsm.accuracy(np.array([r.pred_norm for r in ordered]) == labels)
-    model = {**lm.identity(), "device": lm.device}
+    model = lm.describe()
     return HellaSwagResult(model, len(ordered), acc, acc_norm, ordered, time.perf_counter() - t0, cached)

@@ -47,6 +47,8 @@ def model_texts(lm: LoadedModel, indices: Sequence[int], decoding, *, dataset: H
     found = store.get_many(keys)
     out = {i: found[k]["continuation"] for i, k in enumerate(keys) if k in found}
     todo = [i for i in range(len(items)) if i not in out]
+    log.info("%s: %d of %d continuations read from the store, %d to generate", lm.spec.name, len(out), len(items),
+             len(todo))
     for s in range(0, len(todo), batch_size):
         chunk = todo[s : s + batch_size]
         max_new = [decoding.max_new_tokens or int(np.clip(len(lm.tokenizer(" " + items[i].choices[items[i].label]).input_ids), 8, 64))
@@ -92,6 +94,7 @@ class MauveLab:
     @classmethod
     def from_features(cls, p_features, q_features, *, p_texts: Sequence[str] = (), q_texts: Sequence[str] = (),
                       explained_variance: float = 0.9, seed: int = 25, scaling: float = 5.0) -> MauveLab:
+        M.check_scaling(scaling)  # before the PCA, which is the slow step
         red = M.reduce(p_features, q_features, explained_variance=explained_variance, seed=seed)
         return cls(red, list(p_texts), list(q_texts), scaling)
 

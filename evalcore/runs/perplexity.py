@@ -58,6 +58,7 @@ def run_perplexity(lm: LoadedModel, texts: Sequence[str], *, max_length: int = 1
     from evalcore.data import check_text
     from evalcore.errors import InputError
     from evalcore.metrics.perplexity import perplexity
+    from evalcore.scoring.loglik import auto_batch_tokens
 
     t0 = time.perf_counter()
     store = store or Store()
@@ -77,8 +78,8 @@ def run_perplexity(lm: LoadedModel, texts: Sequence[str], *, max_length: int = 1
         if short:
             raise InputError(f"text {short[0]} is shorter than two tokens; give a longer text")
         done = cached
-        for s in range(0, len(todo), 64):  # store every 64 texts: a killed run resumes
-            chunk = list(range(s, min(s + 64, len(todo))))
+        for chunk in _store_chunks([len(x) for x in ids], budget=batch_tokens or auto_batch_tokens(lm),
+                                   max_length=max_length):
             nlls = scoring.token_nlls(lm, [ids[j] for j in chunk], max_length=max_length, stride=stride,
                                       batch_tokens=batch_tokens)
             new = {}
@@ -96,8 +97,26 @@ def run_perplexity(lm: LoadedModel, texts: Sequence[str], *, max_length: int = 1
     starts_bos = all(t.ids[0] == bos for t in ordered) if bos is not None else False
     settings["scored"] = ("every text token (the tokenizer adds BOS, which is context)" if starts_bos
                           else "every token but the first of each text (no BOS: the first token is context)")
-    return PerplexityResult({**lm.identity(), "device": lm.device}, metrics, ordered, settings,
+    return PerplexityResult(lm.describe(), metrics, ordered, settings,
                             time.perf_counter() - t0, cached)
+
+
+def _store_chunks(lengths: Sequence[int], *, budget: int, max_length: int, most: int = 64) -> list[list[int]]:
+    """Positions in `lengths` cut into chunks of about one forward batch, each stored when done.
+
+    A run killed mid-way then loses at most the chunk in flight. Longest texts go first (as
+    `token_nlls` batches windows), and ties keep their order, so a resumed run, whose texts
+    are the ones left, cuts the same chunks as the run it resumes.
+    """
+    order = sorted(range(len(lengths)), key=lambda j: -min(lengths[j], max_length))
+    chunks: list[list[int]] = []
+    for j in order:
+        c = chunks[-1] if chunks else None
+        if c is None or len(c) >= most or (len(c) + 1) * min(lengths[c[0]], max_length) > budget:
+            chunks.append([j])
+        else:
+            c.append(j)
+    return chunks
 
 
 # ----------------------------------------------------------------------------- token-level KL

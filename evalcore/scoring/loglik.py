@@ -249,7 +249,8 @@ def _continuation_pass(lm: LoadedModel, ctx_cache, ctx_mask, lc, owner: list[int
     own = torch.tensor(owner)
     cache = _new_cache(lm)
     for li, layer in enumerate(ctx_cache.layers):  # this sub-pass's rows of the context cache
-        cache.update(layer.keys[own.to(dev)], layer.values[own.to(dev)], li)
+        idx = own.to(layer.keys.device)  # with a device map, layers sit on different devices
+        cache.update(layer.keys[idx], layer.values[idx], li)
     N, Lm = len(conts), max(len(c) for c in conts) - 1
     inp = torch.zeros((N, Lm), dtype=torch.long)
     cmask = torch.zeros((N, Lm), dtype=torch.long)

@@ -1,0 +1,54 @@
+"""Fault injection on the real CLI: SIGKILL mid-run, a corrupt store, a full disk, a read-only
+folder, two processes on one store. Each must end in the clean run's numbers, or in one line
+on stderr that says what to do, and never lose a committed row.
+
+The scenarios live in `tests/faults.py`, shared with `bench/reliability_report.py`; each
+returns an Outcome of named checks. HellaSwag's SIGKILL resume and two-process runs are in
+test_hellaswag.py; these cover perplexity, MAUVE generation and the store's disk faults.
+"""
+from __future__ import annotations
+
+import faults as F
+import pytest
+
+KILL_SEED = 7  # seeds the kill point (texts committed before SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory) -> F.Reference:
+    """One uninterrupted perplexity run in a fresh store, the yardstick of every fault."""
+    return F.reference_perplexity(tmp_path_factory.mktemp("ppl_ref"))
+
+
+def _check(o: F.Outcome) -> F.Outcome:
+    if o.skipped:
+        pytest.skip(o.skipped)
+    assert o.survived, o.explain()
+    return o
+
+
+def test_perplexity_sigkill_resumes_and_equals_clean_run(ref, tmp_path):
+    o = _check(F.perplexity_sigkill(tmp_path, ref, seed=KILL_SEED))
+    assert o.rows_before >= 1 and o.rows_lost == 0
+
+
+def test_mauve_generation_sigkill_resumes_and_equals_clean_run(tmp_path):
+    o = _check(F.mauve_sigkill(tmp_path))
+    assert o.rows_before == 16  # the first batch of 16 was committed, the second was in flight
+
+
+@pytest.mark.parametrize("damage", F.DAMAGES)
+def test_corrupt_store_is_reported_once_and_recomputed(ref, tmp_path, damage):
+    _check(F.corrupt_store(tmp_path, ref, damage))
+
+
+def test_disk_full_is_one_line_and_keeps_stored_rows(ref, tmp_path):
+    _check(F.disk_full(tmp_path, ref))
+
+
+def test_read_only_store_serves_rows_and_refuses_writes_in_one_line(ref, tmp_path):
+    _check(F.read_only(tmp_path, ref))
+
+
+def test_two_processes_same_perplexity_work(ref, tmp_path):
+    _check(F.two_processes(tmp_path, ref))
