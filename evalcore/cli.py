@@ -130,7 +130,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="auto: bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--batch-tokens", type=int, default=None, help="tokens per forward pass (default: automatic)")
     p.add_argument("--batch-size", type=int, default=None, dest="batch_items",
-                   help="items per batch (alternative to --batch-tokens; ~110 tokens per HellaSwag item)")
+                   help="items per batch (alternative to --batch-tokens; one packed row of ~100 tokens per HellaSwag item)")
     _device_map_arg(p)
     p.add_argument("--store", type=Path, default=None,
                    help="results store file (default: <cache>/results.sqlite; cache = $EVALCORE_CACHE or ~/.cache/evalcore)")
@@ -242,7 +242,7 @@ def cmd_hellaswag(args: argparse.Namespace) -> int:
             kw["scorer"] = vllm_backend.iter_logprobs  # run_hellaswag(scorer=): same contract as scoring.iter_logprobs
         else:
             lm = _load_lm(args, d)
-        bt = args.batch_tokens or (args.batch_items * 110 * 2 if args.batch_items else None)
+        bt = args.batch_tokens or (args.batch_items * 110 if args.batch_items else None)  # one packed row an item
         bar, update = _progress_bar(f"hellaswag {lm.spec.name}", enabled=d.is_main)
         store = Store(args.store)
         res = _data_parallel(d, lambda sub: run_hellaswag(lm, sub, dataset=ds, store=store, batch_tokens=bt,
