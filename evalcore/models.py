@@ -272,6 +272,7 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
             raise AssetError(f"converted cache {folder} is unreadable ({e}); delete it and rerun") from e
         raise ModelUnavailableError(_hub_error(spec, e)) from e
     model.eval()
+    fuse_rms_norms(model)
     if device_map is None:  # with a device map accelerate has placed the layers (and moves inputs between them)
         model.to(device)
     if not fingerprint:
@@ -279,6 +280,35 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
     dt = time.perf_counter() - t0
     log.info("loaded %s from %s in %.2fs (%s, %s)", spec.name, folder, dt, device, dtype)
     return LoadedModel(spec, model, tok, device, dtype, fingerprint, folder, dt)
+
+
+def fuse_rms_norms(model: Any) -> int:
+    """Swap the RMSNorm forwards of Llama-family and Gemma 3 models for torch's fused
+    `F.rms_norm`, computed in float32 as transformers does and cast back the same way.
+
+    Same arithmetic (identical outputs on this CPU at float32 and bfloat16; a test checks it
+    against the original forward), in one kernel instead of five: at bfloat16 the norms were
+    ~10% of a HellaSwag pass. Other norm classes are left alone. Returns the count swapped.
+    """
+    import types
+
+    import torch
+    import torch.nn.functional as F
+
+    def llama(self, x):  # weight * normed(x).to(dtype)
+        return self.weight * F.rms_norm(x.float(), x.shape[-1:], None, self.variance_epsilon).to(x.dtype)
+
+    def gemma(self, x):  # (normed(x) * (1 + weight)).to(dtype), all in float32
+        return F.rms_norm(x.float(), x.shape[-1:], None, self.eps).mul_(1.0 + self.weight.float()).type_as(x)
+
+    kinds = {"LlamaRMSNorm": llama, "Gemma3RMSNorm": gemma}
+    n = 0
+    for m in model.modules():
+        f = kinds.get(type(m).__name__)
+        if f is not None and isinstance(getattr(m, "weight", None), torch.nn.Parameter):
+            m.forward = types.MethodType(f, m)
+            n += 1
+    return n
 
 
 def _hub_error(spec: ModelSpec, e: Exception) -> str:

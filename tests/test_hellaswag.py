@@ -85,6 +85,20 @@ def test_shared_context_equals_unbatched_reference(smol, gemma, hellaswag):
                 np.testing.assert_allclose(lp, ref, atol=1e-4)
 
 
+def test_packed_rows_respect_gemma_sliding_window(gemma, hellaswag):
+    """A context longer than Gemma 3's 512-token sliding window: the packed row's sliding-layer
+    mask (built from positions) must hide what the model's own mask hides."""
+    ctx = " ".join(it.query for it in hellaswag.items(list(range(40, 70))))
+    g = scoring.encode_pair(gemma.tokenizer, ctx, [" He smiles.", " The dog runs away from the camera."])
+    window = gemma.model.config.sliding_window
+    assert len(g.context) > window + 20
+    short = scoring.score_groups(gemma, [scoring.encode_pair(gemma.tokenizer, "A man walks.", [" He sits."])])
+    res = scoring.score_groups(gemma, [g] + [scoring.encode_pair(gemma.tokenizer, "A man walks.", [" He sits."])])
+    for cont, lp in zip(g.continuations, res[0]):
+        np.testing.assert_allclose(lp, scoring.reference_logprobs(gemma, g.context, cont), atol=1e-4)
+    np.testing.assert_allclose(res[1][0], short[0][0], atol=1e-4)  # padded behind a long row: unchanged
+
+
 def test_batch_size_does_not_change_results(smol, hellaswag):
     items = hellaswag.items(list(range(20, 32)))
     groups = [scoring.encode_pair(smol.tokenizer, it.query, it.continuations) for it in items]

@@ -212,3 +212,19 @@ print("CALLS", len(calls), calls[:3], "N", r.n)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "CALLS 0 [] N 2" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+def test_fused_rms_norms_equal_transformers(smol, gemma):
+    """The fused RMSNorm forwards (models.fuse_rms_norms) give what transformers' own give."""
+    import copy
+
+    import torch
+
+    for lm in (smol, gemma):
+        norms = [m for m in lm.model.modules() if "forward" in m.__dict__]
+        assert len(norms) >= 2 * lm.model.config.num_hidden_layers + 1  # every layer's norms swapped
+        for dtype in (torch.float32, torch.bfloat16):
+            for m in norms[:3] + norms[-1:]:
+                m2 = copy.deepcopy(m).to(dtype)
+                x = (torch.randn(300, m.weight.shape[0], generator=torch.Generator().manual_seed(0)) * 3).to(dtype)
+                assert torch.equal(m2(x), type(m2).forward(m2, x))
