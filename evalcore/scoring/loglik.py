@@ -15,7 +15,7 @@ Token boundary, as lm-evaluation-harness draws it (`HFLM._encode_pair`):
                           |      |
                predicts CONT_1   predicts CONT_2 ...
 
-Because lm-eval always feeds `ctx + cont`, the context's KV cache is shared by every
+Because lm-eval always feeds `ctx + cont`, the context's computation is shared by every
 continuation of an item, even when `whole` does not start with `ctx` (a BPE merge across
 the boundary); `encode_pair` reports those cases (`merged`) for the record.
 

@@ -12,7 +12,7 @@ returns log p(token_i | tokens_<i) for every prompt position (`prompt_logprobs`)
                                              ^ position Lc: first continuation token
 
 so the continuation's log-likelihood is the sum over positions Lc .. Lc+m-1, exactly what
-`iter_logprobs` in `loglik` computes with its shared KV cache. vLLM's prefix cache shares
+`iter_logprobs` in `loglik` computes from its packed rows (context once per item). vLLM's prefix cache shares
 each context among its four endings in the same way. Results are stored under a model
 identity that says `backend: vllm` (bf16 kernels differ from transformers' by ~1e-2 nats),
 so they never mix with the HF path's records.
