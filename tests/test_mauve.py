@@ -39,6 +39,22 @@ def test_parity_with_mauve_text(k):
     assert ours.num_buckets == ref.num_buckets
 
 
+@pytest.mark.parametrize("n,d", [(600, 64), (30, 64)])
+def test_reduce_equals_sklearn_full_svd_pca(n, d):
+    """reduce() solves the PCA through the covariance when texts >= dimensions; the projection
+    equals sklearn's default (LAPACK SVD) PCA, as mauve-text runs it."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import normalize
+
+    p, q = _feats(seed=3, n_p=n, n_q=n, d=d)
+    red = M.reduce(p, q)
+    data = normalize(np.vstack([q, p]), norm="l2", axis=1)
+    pca = PCA(n_components=None, whiten=False, random_state=26, svd_solver="full").fit(data)
+    k = int(np.argmax(np.cumsum(pca.explained_variance_ratio_) >= 0.9)) + 1
+    assert red.n_components == k
+    np.testing.assert_allclose(red.data, pca.transform(data)[:, :k], atol=1e-6)
+
+
 def test_curve_math_hand_checked():
     p, q = np.array([0.5, 0.5]), np.array([0.501, 0.499])
     assert M.mauve_area(M.divergence_curve(p, q)) > 0.99

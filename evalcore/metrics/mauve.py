@@ -71,7 +71,12 @@ def reduce(p_features: npt.ArrayLike, q_features: npt.ArrayLike, *, explained_va
     data = np.vstack([q, p])
     if norm in ("l1", "l2"):
         data = normalize(data, norm=norm, axis=1)
-    pca = PCA(n_components=None, whiten=False, random_state=seed + 1)
+    # The same PCA as mauve-text's (sklearn, whiten=False, random_state=seed+1), solved through the
+    # float64 covariance when there are at least as many texts as dimensions: 3-4x faster than
+    # sklearn's LAPACK SVD at 4000 x 768 (0.17 s vs 0.63 s here), projections equal to ~1e-12.
+    n_fit = pca_max_data if 0 < pca_max_data < data.shape[0] else data.shape[0]
+    solver = "covariance_eigh" if n_fit >= data.shape[1] else "full"
+    pca = PCA(n_components=None, whiten=False, random_state=seed + 1, svd_solver=solver)
     if 0 < pca_max_data < data.shape[0]:
         rng = np.random.RandomState(seed + 5)
         pca.fit(data[rng.choice(data.shape[0], size=pca_max_data, replace=False)])
