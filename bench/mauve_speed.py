@@ -66,6 +66,20 @@ def main() -> None:
     t = time.perf_counter(); f_ref = featurize_tokens_from_model(lm.model, toks, batch_size=1).numpy(); t_ref = time.perf_counter() - t
     print(f"featurize {args.texts} texts: evalcore {t_ours:.1f}s vs mauve-text {t_ref:.1f}s -> {t_ref / t_ours:.2f}x; "
           f"max |Δ feature| {np.abs(f_ours - f_ref).max():.1e}")
+    n_tok = sum(t.shape[1] for t in toks)
+    print(f"  tokens/s: evalcore {n_tok / t_ours:.0f}, mauve-text {n_tok / t_ref:.0f} ({n_tok} tokens; float32 is "
+          f"matmul-bound here: the body's ~214 MFLOP a token caps it near 1,000 tokens/s on 2 cores)")
+
+    # not like for like: the opt-in bfloat16 featurizer (--featurizer-dtype bfloat16) against the float32 peer
+    b16 = load_model("smollm2-135m", device="cpu", dtype="bfloat16")
+    featurize(b16, texts[:16], kind="causal", max_length=1024)
+    t = time.perf_counter(); f_b16 = featurize(b16, texts, kind="causal", max_length=1024); t_b16 = time.perf_counter() - t
+    half = len(texts) // 2
+    m32 = MauveLab.from_features(f_ours[:half], f_ours[half:]).result(25).mauve
+    m16 = MauveLab.from_features(f_b16[:half], f_b16[half:]).result(25).mauve
+    print(f"featurize bfloat16 (opt-in, not like for like): {t_b16:.1f}s -> {t_ref / t_b16:.2f}x mauve-text's float32; "
+          f"max rel |Δ feature| {np.abs(f_b16 - f_ours).max() / np.abs(f_ours).max():.1e}; "
+          f"MAUVE(first half, second half, k=25) {m16:.4f} vs float32 {m32:.4f}")
 
 
 if __name__ == "__main__":

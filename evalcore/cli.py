@@ -6,7 +6,8 @@
     evalcore perplexity --model NAME (--text-file F | --corpus hellaswag|wikipedia) [--limit N]
                         [--max-length L] [--stride S] --out FILE.json
     evalcore kl --model-p A --model-q B (--text-file F | --corpus ...) --out FILE.json
-    evalcore mauve (--p-features P.npy --q-features Q.npy | --model NAME [--limit N] [--featurizer minilm])
+    evalcore mauve (--p-features P.npy --q-features Q.npy | --model NAME [--limit N] [--featurizer minilm|NAME]
+                   [--featurizer-dtype float32|bfloat16])
                    [--clusters K|auto] [--scaling C] [--seed S] --out FILE.json
     evalcore store-merge A.sqlite B.sqlite ... --into C.sqlite
 
@@ -82,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     mv.add_argument("--q-features", type=Path, help="Q (model) features, .npy [n, dim]")
     mv.add_argument("--model", help="model whose continuations of HellaSwag contexts form Q")
     mv.add_argument("--featurizer", default="minilm", help="minilm (bundled) or a causal LM name (last hidden state)")
+    mv.add_argument("--featurizer-dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="dtype of a causal-LM featurizer (default float32; bfloat16 is ~3x faster on CPUs "
+                         "with AMX; features move ~2%%, and MAUVE moved by 0.0007 and 0.02 in two checks)")
     mv.add_argument("--limit", type=int, default=100, help="HellaSwag contexts (default 100)")
     mv.add_argument("--clusters", default="auto", help="k, or auto (= n/10 as mauve-text)")
     mv.add_argument("--scaling", type=float, default=5.0, help="c in exp(-c KL) (default 5)")
@@ -349,7 +353,7 @@ def cmd_mauve(args: argparse.Namespace) -> int:
             if args.featurizer == "minilm":
                 feat, kind = load_embedder(device=d.device), "minilm"
             else:
-                feat, kind = load_model(args.featurizer, device=d.device, dtype="float32"), "causal"
+                feat, kind = load_model(args.featurizer, device=d.device, dtype=args.featurizer_dtype), "causal"
             bar, update = _progress_bar(f"generate {lm.spec.name}")
             lab = run_mauve(lm, feat, idx, dec, kind=kind, dataset=ds, store=store, seed=args.seed, progress=update)
             bar.close()

@@ -143,3 +143,17 @@ def test_cli_from_features(tmp_path):
                         "--q-features", str(tmp_path / "q.npy"), "--clusters", "1", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "at least 2" in r.stderr
+
+
+def test_bf16_featurizer_stays_close_to_float32(smol, hellaswag):
+    """--featurizer-dtype bfloat16: last-token features within a few percent of float32's, and
+    stored under a different identity (dtype), so the two never mix in the cache."""
+    from evalcore.models import load_model
+    from evalcore.scoring import featurize
+
+    b16 = load_model("smollm2-135m", device="cpu", dtype="bfloat16")
+    texts = [it.gold_text for it in hellaswag.items(list(range(8)))]
+    f32, fb = featurize(smol, texts, kind="causal"), featurize(b16, texts, kind="causal")
+    rel = np.abs(f32 - fb).max() / np.abs(f32).max()
+    assert 0 < rel < 0.05
+    assert b16.identity() != smol.identity()
