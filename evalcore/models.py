@@ -251,7 +251,7 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", device_m
 
 def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = None) -> LoadedModel:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # library code never prints; the CLI shows its own progress
@@ -265,7 +265,7 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
-        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, **({"revision": revision} if revision else {}))
+        tok = _load_tokenizer(spec, folder, revision)
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except OSError as e:
         if spec.bundle and folder == str(converted_dir(spec)):
@@ -280,6 +280,19 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
     dt = time.perf_counter() - t0
     log.info("loaded %s from %s in %.2fs (%s, %s)", spec.name, folder, dt, device, dtype)
     return LoadedModel(spec, model, tok, device, dtype, fingerprint, folder, dt)
+
+
+def _load_tokenizer(spec: ModelSpec, folder: str, revision: str | None):
+    """AutoTokenizer (as lm-evaluation-harness loads it), except for our own converted bundle
+    folders: their tokenizer.json + tokenizer_config.json load through PreTrainedTokenizerFast
+    directly, which skips AutoTokenizer's class resolution (0.16 s instead of 0.85 s for
+    SmolLM2, 2.2 s instead of 3.4 s for Gemma 3 here). A test checks that both give the same
+    token ids and special tokens on HellaSwag text."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if spec.bundle and folder == str(converted_dir(spec)) and (Path(folder) / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=False, **({"revision": revision} if revision else {}))
 
 
 def fuse_rms_norms(model: Any) -> int:

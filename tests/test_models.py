@@ -228,3 +228,21 @@ def test_fused_rms_norms_equal_transformers(smol, gemma):
                 m2 = copy.deepcopy(m).to(dtype)
                 x = (torch.randn(300, m.weight.shape[0], generator=torch.Generator().manual_seed(0)) * 3).to(dtype)
                 assert torch.equal(m2(x), type(m2).forward(m2, x))
+
+
+def test_bundle_tokenizer_equals_autotokenizer(smol, gemma, hellaswag):
+    """Bundled models load their tokenizer through PreTrainedTokenizerFast (faster); it must give
+    AutoTokenizer's ids (what lm-evaluation-harness uses) and special tokens."""
+    from transformers import AutoTokenizer
+
+    items = hellaswag.items(list(range(0, 10042, 97)))
+    for lm in (smol, gemma):
+        auto = AutoTokenizer.from_pretrained(lm.source)
+        for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+            assert getattr(lm.tokenizer, attr) == getattr(auto, attr), attr
+        for it in items:
+            for s in [it.query, *(it.query + c for c in it.continuations), *it.continuations, ""]:
+                assert lm.tokenizer(s).input_ids == auto(s).input_ids, s
+        ids = auto(items[0].query).input_ids
+        assert lm.tokenizer.decode(ids) == auto.decode(ids)
+        assert lm.tokenizer.get_vocab() == auto.get_vocab()
