@@ -21,7 +21,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 def main() -> None:
     import mauve
 
-    from evalcore.metrics import mauve as M
     from evalcore.runs.mauve import MauveLab
 
     ap = argparse.ArgumentParser()
