@@ -95,7 +95,12 @@ class Dist:
     def __enter__(self) -> Dist:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        # Ranks leave together: a rank that tore its process group down while rank 0 was still
+        # reading back and writing the JSON aborted once in CI ("terminate called without an
+        # active exception", gloo). After an error, no barrier: torchrun stops the other ranks.
+        if exc_type is None:
+            self.barrier()
         self.close()
 
 
