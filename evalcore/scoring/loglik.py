@@ -116,16 +116,14 @@ def iter_logprobs(
     continuation with the log-prob of each of its tokens (natural log).
     """
     budget = batch_tokens or auto_batch_tokens(lm, packed=True)
-    order = sorted(range(len(groups)), key=lambda i: -_row_len(groups[i]))
-    batch: list[int] = []
-    for i in order:
-        if batch and _batch_cost([groups[j] for j in batch + [i]]) > budget:
-            yield batch, _score_batch(lm, [groups[j] for j in batch])
-            if progress:
-                progress(len(batch))
-            batch = []
-        batch.append(i)
-    if batch:
+    batches: list[list[int]] = []
+    for i in sorted(range(len(groups)), key=lambda i: -_row_len(groups[i])):
+        # rows come longest first, so a batch's padded size is its count times its first row
+        if batches and (len(batches[-1]) + 1) * _row_len(groups[batches[-1][0]]) <= budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    for batch in batches:
         yield batch, _score_batch(lm, [groups[j] for j in batch])
         if progress:
             progress(len(batch))
@@ -142,11 +140,6 @@ def score_groups(lm: LoadedModel, groups: Sequence[Group], **kw) -> list[list[np
 
 def _row_len(g: Group) -> int:
     return len(g.context) + sum(len(c) - 1 for c in g.continuations)
-
-
-def _batch_cost(batch: list[Group]) -> int:
-    """Padded tokens of a batch of packed rows."""
-    return len(batch) * max(_row_len(g) for g in batch)
 
 
 def head_log_probs(lm: LoadedModel, hidden, vocab: int | None = None):
