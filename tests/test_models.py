@@ -40,10 +40,9 @@ def test_bundled_models_available_offline():
 
 
 def _greedy(lm, prompt, n=8):
-    ids = lm.tokenizer(prompt, return_tensors="pt")
-    with torch.inference_mode():
-        out = lm.model.generate(**ids, max_new_tokens=n, do_sample=False)
-    return lm.tokenizer.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True)
+    from evalcore.scoring.generate import Decoding, generate
+
+    return generate(lm, [prompt], ["k"], [n], Decoding(temperature=0.0))[0]
 
 
 def test_smollm2_generates_paris_deterministically(smol):
@@ -179,9 +178,10 @@ def test_too_large_for_free_memory_is_refused_before_loading(monkeypatch):
     n = models.parameter_count(spec, folder)
     assert 260e6 < n < 280e6  # from the safetensors headers, no weights read
     monkeypatch.setenv("EVALCORE_MEMORY_LIMIT_GB", "0.5")
+    monkeypatch.setattr(models, "_LOADED", {})  # not what another test loaded already
     with pytest.raises(ModelUnavailableError, match=r"needs about 0\.6 GiB .* but 0\.5 GiB is free"):
         models.load_model("gemma3-270m", device="cpu", dtype="bfloat16")  # refused before any weight is read
-    assert ("gemma3-270m", "cpu", "bfloat16") not in models._LOADED
+    assert not models._LOADED
     monkeypatch.setenv("EVALCORE_MEMORY_LIMIT_GB", "0.7")
     models.check_memory(spec, folder, "bfloat16", "cpu")  # bf16 halves it: fits in 0.7 GiB
     with pytest.raises(ModelUnavailableError):
@@ -214,13 +214,15 @@ print("CALLS", len(calls), calls[:3], "N", r.n)
     assert "CALLS 0 [] N 2" in out.stdout, out.stdout + out.stderr[-2000:]
 
 
-def test_fused_rms_norms_equal_transformers(smol, gemma):
-    """The fused RMSNorm forwards (models.fuse_rms_norms) give what transformers' own give."""
+def test_fused_rms_norms_equal_transformers():
+    """The fused RMSNorm forwards (models.fuse_rms_norms, the transformers backend) give what
+    transformers' own give."""
     import copy
 
     import torch
 
-    for lm in (smol, gemma):
+    for name in ("smollm2-135m", "gemma3-270m"):
+        lm = models.load_model(name, device="cpu", dtype="float32", backend="transformers")
         norms = [m for m in lm.model.modules() if "forward" in m.__dict__]
         assert len(norms) >= 2 * lm.model.config.num_hidden_layers + 1  # every layer's norms swapped
         for dtype in (torch.float32, torch.bfloat16):
@@ -231,8 +233,9 @@ def test_fused_rms_norms_equal_transformers(smol, gemma):
 
 
 def test_bundle_tokenizer_equals_autotokenizer(smol, gemma, hellaswag):
-    """Bundled models load their tokenizer through PreTrainedTokenizerFast (faster); it must give
-    AutoTokenizer's ids (what lm-evaluation-harness uses) and special tokens."""
+    """Bundled models read their tokenizer.json with the `tokenizers` library (evalcore.tokenizer,
+    faster); it must give AutoTokenizer's ids (what lm-evaluation-harness uses), special tokens,
+    decoding and vocabulary."""
     from transformers import AutoTokenizer
 
     items = hellaswag.items(list(range(0, 10042, 97)))
@@ -243,6 +246,11 @@ def test_bundle_tokenizer_equals_autotokenizer(smol, gemma, hellaswag):
         for it in items:
             for s in [it.query, *(it.query + c for c in it.continuations), *it.continuations, ""]:
                 assert lm.tokenizer(s).input_ids == auto(s).input_ids, s
-        ids = auto(items[0].query).input_ids
-        assert lm.tokenizer.decode(ids) == auto.decode(ids)
+        assert type(lm.tokenizer).__module__ == "evalcore.tokenizer"
+        for s in [items[0].query, " Paris.\n\nThe  answer is: 201", "naïve café – 東京 🙂"]:
+            ids = auto(s).input_ids
+            assert lm.tokenizer.decode(ids) == auto.decode(ids), s
+            assert lm.tokenizer.decode(ids, skip_special_tokens=True) == auto.decode(ids, skip_special_tokens=True), s
+        assert lm.tokenizer("x " * 50, truncation=True, max_length=7).input_ids == auto(
+            "x " * 50, truncation=True, max_length=7).input_ids
         assert lm.tokenizer.get_vocab() == auto.get_vocab()

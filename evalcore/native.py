@@ -1,0 +1,378 @@
+"""Native decoder forward for the Llama and Gemma 3 text families, in plain torch.
+
+Why: loading a model through transformers imports its modeling stack (the model class, its
+mask, generation and loading utilities, which pull in torch.distributed.tensor and
+torch._dynamo): about 4 s of imports on this 2-core CPU before the first weight is read, most
+of evalcore's start-up. Both bundled models (SmolLM2, Gemma 3) and their ladders use one of
+two small architectures, so evalcore runs them itself on the same safetensors weights.
+
+Same arithmetic as transformers 5 (`modeling_llama`, `modeling_gemma3`), op for op:
+
+    Llama  x = embed(ids)
+           per layer: h = x + o(attn(rope(q(n1(x))), rope(k(n1(x))), v(n1(x))))
+                      x = h + down(silu(gate(n2(h))) * up(n2(h)))
+           out = norm(x)          n(x) = w * rms(x.float()).to(dtype)
+    Gemma3 x = embed(ids) * sqrt(hidden) (the scale cast to the weights' dtype)
+           per layer: q, k get their own RMSNorm before RoPE; the attention and MLP outputs are
+           normed again before each residual add; GELU-tanh; n(x) = (rms(x.float()) * (1 + w))
+           .to(dtype); sliding-window layers use their own mask and RoPE base.
+
+RoPE cos/sin are computed once per forward in float32 from the position ids and cast to the
+activations' dtype, attention is torch's SDPA with the same masks (a bool mask, or none and
+`is_causal` when nothing is padded), grouped key/value heads read directly (`enable_gqa`).
+A test compares hidden states and logits with transformers' forward at float32 and bfloat16,
+with padding, packed 4-D masks, Gemma's sliding window and a KV cache.
+
+What it does not implement (RoPE scaling, biases, soft-capped attention, other
+architectures, accelerate device maps) loads through transformers, as does everything when
+`load_model(..., backend="transformers")` is asked for.
+
+The module mirrors transformers' parameter names (`model.layers.N.self_attn.q_proj.weight`,
+...), so a checkpoint loads with a strict `load_state_dict` and nothing is renamed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ARCHITECTURES = ("llama", "gemma3_text")
+
+
+# ----------------------------------------------------------------------------- config
+
+def read_config(folder: str | Path) -> SimpleNamespace | None:
+    """The folder's config.json, normalised, when this module implements it; else None."""
+    try:
+        raw = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    cfg = SimpleNamespace(**raw)
+    if raw.get("model_type") not in ARCHITECTURES or unsupported(cfg):
+        return None
+    cfg.head_dim = raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"]
+    cfg.rope_theta_by_type = _rope_thetas(raw)
+    if raw["model_type"] == "gemma3_text":
+        cfg.layer_types = raw.get("layer_types") or [
+            "full_attention" if (i + 1) % raw.get("sliding_window_pattern", 6) == 0 else "sliding_attention"
+            for i in range(raw["num_hidden_layers"])]
+        cfg.final_logit_softcapping = raw.get("final_logit_softcapping")
+    else:
+        cfg.layer_types = ["full_attention"] * raw["num_hidden_layers"]
+        cfg.sliding_window = None
+    return cfg
+
+
+def unsupported(cfg: SimpleNamespace) -> str | None:
+    """Why this module cannot run a config (None when it can)."""
+    c = vars(cfg)
+    if c.get("attention_bias") or c.get("mlp_bias"):
+        return "biases"
+    if c.get("pretraining_tp", 1) not in (None, 1):
+        return "pretraining_tp"
+    if c.get("rope_scaling"):
+        return "rope scaling"
+    if _rope_thetas(c) is None:
+        return "rope parameters"
+    if c["model_type"] == "llama" and c.get("hidden_act", "silu") != "silu":
+        return "activation"
+    if c["model_type"] == "gemma3_text":
+        if c.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
+            return "activation"
+        if c.get("attn_logit_softcapping") or c.get("use_bidirectional_attention"):
+            return "attention variant"
+    return None
+
+
+def _rope_thetas(c: dict[str, Any]) -> dict[str, float] | None:
+    """RoPE base per layer type, from the transformers 5 `rope_parameters` or the older keys;
+    None for any RoPE type other than the default."""
+    rp = c.get("rope_parameters")
+    if c["model_type"] == "gemma3_text":
+        if rp is None:
+            return {"full_attention": float(c.get("rope_theta", 1e6)),
+                    "sliding_attention": float(c.get("rope_local_base_freq", 1e4))}
+        out = {}
+        for t in ("full_attention", "sliding_attention"):
+            p = rp.get(t) or {}
+            if p.get("rope_type", "default") != "default" or "rope_theta" not in p:
+                return None
+            out[t] = float(p["rope_theta"])
+        return out
+    if rp is None:
+        return {"full_attention": float(c.get("rope_theta", 10000.0))}
+    if rp.get("rope_type", "default") != "default" or "rope_theta" not in rp:
+        return None
+    return {"full_attention": float(rp["rope_theta"])}
+
+
+# ----------------------------------------------------------------------------- pieces
+
+def rms_norm_llama(x, weight, eps: float):
+    """transformers' LlamaRMSNorm: weight * normed(x.float()).to(dtype), in torch's fused kernel."""
+    return weight * F.rms_norm(x.float(), x.shape[-1:], None, eps).to(x.dtype)
+
+
+def rms_norm_gemma(x, weight, eps: float):
+    """transformers' Gemma3RMSNorm: (normed(x.float()) * (1 + weight.float())).to(dtype)."""
+    return F.rms_norm(x.float(), x.shape[-1:], None, eps).mul_(1.0 + weight.float()).type_as(x)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, gemma: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(dim, device="meta"))
+        self.eps, self.gemma = eps, gemma
+
+    def forward(self, x):
+        return (rms_norm_gemma if self.gemma else rms_norm_llama)(x, self.weight, self.eps)
+
+
+class Linear(nn.Module):
+    """y = x W^T (no bias), like nn.Linear, created empty on the meta device: no initialisation
+    (nn.Embedding's init on meta imports torch._dynamo, ~2 s) before the weights are assigned."""
+
+    bias = None
+
+    def __init__(self, i: int, o: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty((o, i), device="meta"))
+
+    def forward(self, x):
+        return F.linear(x, self.weight)
+
+
+class Embedding(nn.Module):
+    def __init__(self, n: int, d: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty((n, d), device="meta"))
+
+    def forward(self, ids):
+        return F.embedding(ids, self.weight)
+
+
+def _rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def _rope(x, cos, sin):
+    return (x * cos) + (_rotate_half(x) * sin)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: SimpleNamespace, gemma: bool):
+        super().__init__()
+        H, KV, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.H, self.KV, self.D = H, KV, D
+        self.q_proj, self.k_proj = Linear(cfg.hidden_size, H * D), Linear(cfg.hidden_size, KV * D)
+        self.v_proj, self.o_proj = Linear(cfg.hidden_size, KV * D), Linear(H * D, cfg.hidden_size)
+        if gemma:
+            self.q_norm, self.k_norm = RMSNorm(D, cfg.rms_norm_eps, True), RMSNorm(D, cfg.rms_norm_eps, True)
+            self.scaling = cfg.query_pre_attn_scalar ** -0.5
+        else:
+            self.q_norm = self.k_norm = None
+            self.scaling = D ** -0.5
+
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.H, self.D).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.KV, self.D).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.KV, self.D).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        is_causal = mask is None and T > 1
+        if mask is None or x.device.type == "cpu":  # CUDA's masked GQA kernel is slow: repeat heads there
+            kw: dict[str, Any] = {"enable_gqa": self.H != self.KV}
+        else:
+            k, v, kw = k.repeat_interleave(self.H // self.KV, 1), v.repeat_interleave(self.H // self.KV, 1), {}
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=self.scaling,
+                                           is_causal=is_causal, **kw)
+        return self.o_proj(o.transpose(1, 2).reshape(B, T, -1))
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: SimpleNamespace, gemma: bool):
+        super().__init__()
+        d, eps = cfg.hidden_size, cfg.rms_norm_eps
+        self.gemma = gemma
+        self.self_attn = Attention(cfg, gemma)
+        self.mlp = nn.Module()
+        self.mlp.gate_proj, self.mlp.up_proj = Linear(d, cfg.intermediate_size), Linear(d, cfg.intermediate_size)
+        self.mlp.down_proj = Linear(cfg.intermediate_size, d)
+        self.input_layernorm, self.post_attention_layernorm = RMSNorm(d, eps, gemma), RMSNorm(d, eps, gemma)
+        if gemma:
+            self.pre_feedforward_layernorm, self.post_feedforward_layernorm = RMSNorm(d, eps, True), RMSNorm(d, eps, True)
+
+    def forward(self, x, cos, sin, mask, cache, layer: int):
+        a = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
+        m = self.mlp
+        if self.gemma:
+            x = x + self.post_attention_layernorm(a)
+            h = self.pre_feedforward_layernorm(x)
+            return x + self.post_feedforward_layernorm(m.down_proj(F.gelu(m.gate_proj(h), approximate="tanh") * m.up_proj(h)))
+        x = x + a
+        h = self.post_attention_layernorm(x)
+        return x + m.down_proj(F.silu(m.gate_proj(h)) * m.up_proj(h))
+
+
+class KVCache:
+    """Keys and values of every layer so far (for generation), plus how many positions they hold."""
+
+    def __init__(self) -> None:
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def update(self, layer: int, k, v):
+        if layer in self.kv:
+            k = torch.cat([self.kv[layer][0], k], dim=2)
+            v = torch.cat([self.kv[layer][1], v], dim=2)
+        self.kv[layer] = (k, v)
+        return k, v
+
+    def get_seq_length(self) -> int:
+        return self.kv[0][0].shape[2] if self.kv else 0
+
+
+class Body(nn.Module):
+    """The decoder stack (transformers' `LlamaModel` / `Gemma3TextModel`); `model.base_model`."""
+
+    def __init__(self, cfg: SimpleNamespace):
+        super().__init__()
+        self.config = cfg
+        self.gemma = cfg.model_type == "gemma3_text"
+        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Layer(cfg, self.gemma) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, self.gemma)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache: KVCache | None = None,
+                use_cache: bool | None = None, **_: Any) -> SimpleNamespace:
+        """Last hidden state (final norm applied) for input ids [B, T].
+
+        attention_mask: None (causal), [B, past + T] with 1 for real tokens (padding, either
+        side), a bool [B, 1, T, past + T] mask (True = attend), or such masks per layer type
+        ({"full_attention": ..., "sliding_attention": ...}). position_ids default to
+        past .. past + T - 1."""
+        B, T = input_ids.shape
+        x = self.embed_tokens(input_ids)
+        if self.gemma:
+            x = x * torch.tensor(self.config.hidden_size ** 0.5).to(x.dtype)
+        past = cache.get_seq_length() if cache is not None else 0
+        if position_ids is None:
+            position_ids = (torch.arange(T, device=x.device) + past)[None].expand(B, T)
+        masks = self._masks(attention_mask, B, T, past, x.device)
+        rope = {}
+        D = self.config.head_dim
+        for t, theta in self.config.rope_theta_by_type.items():  # in float32, as transformers computes it
+            inv_freq = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.float, device=x.device) / D))
+            freqs = position_ids[..., None].float() * inv_freq
+            emb = torch.cat((freqs, freqs), dim=-1)
+            rope[t] = (emb.cos().to(x.dtype)[:, None], emb.sin().to(x.dtype)[:, None])
+        for i, layer in enumerate(self.layers):
+            t = self.config.layer_types[i]
+            cos, sin = rope[t] if t in rope else rope["full_attention"]
+            x = layer(x, cos, sin, masks[t], cache, i)
+        return SimpleNamespace(last_hidden_state=self.norm(x), cache=cache)
+
+    def _masks(self, am, B: int, T: int, past: int, device) -> dict[str, Any]:
+        """Per layer type: None (SDPA's causal path) or a bool mask [B, 1, T, past + T], as
+        transformers' create_causal_mask / create_sliding_window_causal_mask build them."""
+        types = set(self.config.layer_types)
+        if isinstance(am, dict):
+            return {t: am[t].to(device) for t in types}
+        if am is not None and am.dim() == 4:
+            return {t: am.to(device) for t in types}
+        window = self.config.sliding_window
+        kv = past + T
+        pad = None if am is None or bool(am.all()) else am.to(device).bool()
+        out: dict[str, Any] = {}
+        for t in types:
+            w = window if t == "sliding_attention" else None
+            if pad is None and (T == 1 or past == 0) and (w is None or kv <= w):
+                out[t] = None  # nothing to mask beyond causality
+                continue
+            qi = torch.arange(past, kv, device=device)[:, None]
+            ki = torch.arange(kv, device=device)[None, :]
+            m = ki <= qi
+            if w is not None:
+                m = m & (ki > qi - w)
+            m = m[None, None].expand(B, 1, T, kv)
+            if pad is not None:
+                m = m & pad[:, None, None, :kv]
+            out[t] = m
+        return out
+
+
+class NativeCausalLM(nn.Module):
+    """A causal LM with the slice of transformers' interface evalcore uses: `base_model(...)
+    .last_hidden_state`, `get_output_embeddings()`, `config`, `generation_config`, and
+    `model(input_ids, ...).logits` (with `cache=KVCache()` for generation)."""
+
+    def __init__(self, cfg: SimpleNamespace, generation: dict[str, Any] | None = None):
+        super().__init__()
+        self.config = cfg
+        self.generation_config = SimpleNamespace(**(generation or {}))
+        self.model = Body(cfg)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size)
+
+    @property
+    def base_model(self) -> Body:
+        return self.model
+
+    def get_output_embeddings(self) -> Linear:
+        return self.lm_head
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache: KVCache | None = None,
+                use_cache: bool | None = None, logits_to_keep: int = 0, **_: Any) -> SimpleNamespace:
+        h = self.model(input_ids, attention_mask, position_ids, cache).last_hidden_state
+        if logits_to_keep:
+            h = h[:, -logits_to_keep:]
+        logits = self.lm_head(h)
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return SimpleNamespace(logits=logits, cache=cache)
+
+
+def load(folder: str | Path, dtype: str, device: str) -> NativeCausalLM | None:
+    """The model in `folder` (safetensors, one file or shards) on `device` in `dtype`, or None
+    when its config or weights are not what this module implements (then use transformers)."""
+    from safetensors.torch import load_file
+
+    cfg = read_config(folder)
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if cfg is None or not files:
+        return None
+    sd: dict[str, torch.Tensor] = {}
+    for f in files:
+        sd.update(load_file(str(f)))
+    if "lm_head.weight" not in sd:
+        if not getattr(cfg, "tie_word_embeddings", True):
+            return None
+        if "model.embed_tokens.weight" not in sd:
+            return None
+        sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+    try:
+        gen = json.loads((Path(folder) / "generation_config.json").read_text())
+    except (OSError, ValueError):
+        gen = {}
+    gen.setdefault("eos_token_id", getattr(cfg, "eos_token_id", None))
+    model = NativeCausalLM(cfg, gen)
+    if set(sd) != set(model.state_dict()):
+        return None
+    tied = sd["lm_head.weight"] is sd["model.embed_tokens.weight"]
+    model.load_state_dict(sd, assign=True, strict=True)
+    if tied:  # one tensor, so `to(dtype)` below does not make two copies of a 262k-row matrix
+        model.lm_head.weight = model.model.embed_tokens.weight
+    return model.to(device=device, dtype=getattr(torch, dtype)).eval()
+
+
+__all__ = ["ARCHITECTURES", "KVCache", "NativeCausalLM", "load", "read_config", "rms_norm_gemma", "rms_norm_llama",
+           "unsupported"]

@@ -1,0 +1,72 @@
+"""A tokenizer.json read by the `tokenizers` library directly, for the bundled models' folders.
+
+transformers' tokenizer classes give the same ids, but importing them indexes the whole
+transformers package (~1-2 s here) and Gemma's loads in ~2 s; `tokenizers.Tokenizer`
+loads SmolLM2's in 0.1 s. Special tokens (Gemma's `<bos>`) come from the file's own post-processor,
+as they do in transformers' fast tokenizers; the special-token names come from
+tokenizer_config.json. A test checks ids, special tokens, decoding and the vocabulary
+against `AutoTokenizer` (what lm-evaluation-harness loads) on HellaSwag text.
+
+It has the slice of transformers' tokenizer interface evalcore uses: `tok(text).input_ids`
+(optionally truncated), `decode`, `get_vocab`, `bos/eos/pad/unk_token_id`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class Encoding(dict):
+    """{"input_ids": ..., "attention_mask": ...} readable as attributes (transformers' BatchEncoding)."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Tokenizer:
+    def __init__(self, folder: str | Path):
+        from tokenizers import Tokenizer as _Tokenizer
+
+        folder = Path(folder)
+        self._tok = _Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        cfg: dict[str, Any] = json.loads((folder / "tokenizer_config.json").read_text())
+        for role in ("bos", "eos", "pad", "unk"):
+            tok = cfg.get(f"{role}_token")
+            tok = tok.get("content") if isinstance(tok, dict) else tok
+            setattr(self, f"{role}_token", tok)
+            setattr(self, f"{role}_token_id", self._tok.token_to_id(tok) if tok else None)
+        self.name_or_path = str(folder)
+
+    @staticmethod
+    def available(folder: str | Path) -> bool:
+        return (Path(folder) / "tokenizer.json").is_file() and (Path(folder) / "tokenizer_config.json").is_file()
+
+    def __call__(self, text: str, *, truncation: bool = False, max_length: int | None = None,
+                 add_special_tokens: bool = True, return_tensors: str | None = None) -> Encoding:
+        """`.input_ids` (and `.attention_mask`) of one text; with return_tensors="pt", [1, n] tensors."""
+        ids = self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+        if truncation and max_length is not None:
+            ids = ids[:max_length]  # right truncation; these tokenizers add special tokens only in front
+        enc = Encoding(input_ids=ids, attention_mask=[1] * len(ids))
+        if return_tensors == "pt":
+            import torch
+
+            enc = Encoding({k: torch.tensor([v]) for k, v in enc.items()})
+        elif return_tensors is not None:
+            raise ValueError(f"return_tensors={return_tensors!r}: only 'pt' is supported")
+        return enc
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self._tok.get_vocab(with_added_tokens=True)
+
+    def __len__(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
