@@ -4,7 +4,8 @@
 
 Synthetic features (N per side, dim 768) for the curve steps; the bundled smollm2-135m for
 featurization (last-token hidden state, 500 texts) against mauve-text's own
-`featurize_tokens_from_model` at its default batch size (1).
+`featurize_tokens_from_model` at its default batch size (1), on the decoder without its LM head
+(AutoModel, as its `get_model` loads it).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")  # mauve-text's progress bar
 
 
 def main() -> None:
@@ -62,7 +64,10 @@ def main() -> None:
     texts = [it.gold_text for it in HellaSwag().items(list(range(args.texts)))]
     t = time.perf_counter(); f_ours = featurize(lm, texts, kind="causal", max_length=1024); t_ours = time.perf_counter() - t
     toks = [torch.tensor(lm.tokenizer(x, truncation=True, max_length=1024).input_ids)[None] for x in texts]
-    t = time.perf_counter(); f_ref = featurize_tokens_from_model(lm.model, toks, batch_size=1).numpy(); t_ref = time.perf_counter() - t
+    # mauve-text's get_model loads AutoModel (the decoder without its LM head): the same here,
+    # transformers' LlamaModel on the same weights
+    peer = load_model("smollm2-135m", device="cpu", dtype="float32", backend="transformers").model.base_model
+    t = time.perf_counter(); f_ref = featurize_tokens_from_model(peer, toks, batch_size=1).numpy(); t_ref = time.perf_counter() - t
     print(f"featurize {args.texts} texts: evalcore {t_ours:.1f}s vs mauve-text {t_ref:.1f}s -> {t_ref / t_ours:.2f}x; "
           f"max |Δ feature| {np.abs(f_ours - f_ref).max():.1e}")
     n_tok = sum(t.shape[1] for t in toks)

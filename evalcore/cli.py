@@ -2,7 +2,7 @@
 
     evalcore models [--json]
     evalcore hellaswag --model NAME [--limit N | --indices FILE | --sample N --seed S]
-                       [--device auto] [--dtype auto] [--batch-tokens T] [--backend hf|vllm] --out FILE.json
+                       [--device auto] [--dtype auto] [--batch-tokens T] [--backend auto|native|transformers|vllm] --out FILE.json
     evalcore perplexity --model NAME (--text-file F | --corpus hellaswag|wikipedia) [--limit N]
                         [--max-length L] [--stride S] --out FILE.json
     evalcore kl --model-p A --model-q B (--text-file F | --corpus ...) --out FILE.json
@@ -48,14 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     h = sub.add_parser("hellaswag", help="HellaSwag accuracy (acc, acc_norm) with per-item results")
-    _model_args(h)
+    _model_args(h, vllm=True)
     sel = h.add_mutually_exclusive_group()
     sel.add_argument("--limit", type=int, help="first N items")
     sel.add_argument("--indices", type=Path, help="JSON file with a list of row indices")
     sel.add_argument("--sample", type=int, help="N items sampled at random (with --seed)")
     h.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
-    h.add_argument("--backend", choices=["hf", "vllm"], default="hf",
-                   help="hf: transformers (default); vllm: vLLM prompt log-probs (CUDA, pip install vllm)")
     h.add_argument("--out", type=Path, required=True, help="where to write the JSON result")
 
     pp = sub.add_parser("perplexity", help="sliding-window perplexity, bits per token and bits per byte")
@@ -97,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     mv.add_argument("--device", default="auto")
     mv.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     _device_map_arg(mv)
+    _backend_arg(mv)
     mv.add_argument("--store", type=Path, default=None)
     mv.add_argument("--out", type=Path, required=True)
 
@@ -109,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
 def _device_map_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device-map", choices=["auto"], default=None,
                    help="auto: spread a model too large for one GPU over all GPUs (accelerate); one rank per node")
+
+
+def _backend_arg(p: argparse.ArgumentParser, *, vllm: bool = False) -> None:
+    p.add_argument("--backend", choices=["auto", "native", "transformers"] + (["vllm"] if vllm else []), default="auto",
+                   help="forward pass: auto (evalcore's own for Llama / Gemma 3 folders such as the bundled models, "
+                        "transformers otherwise), native, transformers (same numbers, ~4 s slower start-up)"
+                        + ("; vllm: vLLM prompt log-probs (CUDA, pip install vllm)" if vllm else ""))
 
 
 def _text_args(p: argparse.ArgumentParser) -> None:
@@ -127,7 +133,7 @@ def _texts(args: argparse.Namespace) -> list[str]:
     return corpus(args.corpus, limit=args.limit if args.limit is not None else 100)
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
+def _model_args(p: argparse.ArgumentParser, *, vllm: bool = False) -> None:
     p.add_argument("--model", required=True, help="registry name (see `evalcore models`), local folder or hub id")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
@@ -136,6 +142,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, dest="batch_items",
                    help="items per batch (alternative to --batch-tokens; one packed row of ~100 tokens per HellaSwag item)")
     _device_map_arg(p)
+    _backend_arg(p, vllm=vllm)
     p.add_argument("--store", type=Path, default=None,
                    help="results store file (default: <cache>/results.sqlite; cache = $EVALCORE_CACHE or ~/.cache/evalcore)")
 
@@ -192,7 +199,7 @@ def _load_lm(args: argparse.Namespace, d: Dist) -> LoadedModel:
     if args.device_map and d.local_world > 1:
         raise EvalcoreError(f"--device-map auto spreads one model over all of a node's GPUs, but {d.local_world} "
                             "ranks run on this node; launch one rank per node (torchrun --nproc_per_node 1)")
-    return load_model(args.model, device=d.device, dtype=args.dtype, device_map=args.device_map)
+    return load_model(args.model, device=d.device, dtype=args.dtype, device_map=args.device_map, backend=args.backend)
 
 
 def _data_parallel(d: Dist, run: Callable[[list], Any], items: list, *, cached: str) -> Any:
