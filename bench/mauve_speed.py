@@ -10,6 +10,8 @@ featurization (last-token hidden state, 500 texts) against mauve-text's own
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import time
 
@@ -17,7 +19,6 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")  # mauve-text's progress bar
 
 
 def main() -> None:
@@ -67,7 +68,8 @@ def main() -> None:
     # mauve-text's get_model loads AutoModel (the decoder without its LM head): the same here,
     # transformers' LlamaModel on the same weights
     peer = load_model("smollm2-135m", device="cpu", dtype="float32", backend="transformers").model.base_model
-    t = time.perf_counter(); f_ref = featurize_tokens_from_model(peer, toks, batch_size=1).numpy(); t_ref = time.perf_counter() - t
+    with contextlib.redirect_stderr(io.StringIO()):  # mauve-text's progress bar
+        t = time.perf_counter(); f_ref = featurize_tokens_from_model(peer, toks, batch_size=1).numpy(); t_ref = time.perf_counter() - t
     print(f"featurize {args.texts} texts: evalcore {t_ours:.1f}s vs mauve-text {t_ref:.1f}s -> {t_ref / t_ours:.2f}x; "
           f"max |Δ feature| {np.abs(f_ours - f_ref).max():.1e}")
     n_tok = sum(t.shape[1] for t in toks)
