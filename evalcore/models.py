@@ -270,22 +270,27 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
     folder, fingerprint, revision = _weights_source(spec)
     if device_map is None:  # accelerate's device map offloads what does not fit, so no refusal then
         check_memory(spec, folder, dtype, device)
+    from safetensors import SafetensorError
+
     from evalcore import native
 
     model = None
-    if backend != "transformers" and device_map is None and Path(folder).is_dir():
-        model = native.load(folder, dtype, device)
-    if model is None and backend == "native":
-        raise ModelUnavailableError(f"model {spec.name!r}: evalcore's native forward implements "
-                                    f"{' and '.join(native.ARCHITECTURES)} models in a local folder, without "
-                                    "RoPE scaling or biases; use backend='transformers'")
     try:
+        if backend != "transformers" and device_map is None and Path(folder).is_dir():
+            model = native.load(folder, dtype, device)
+        if model is None and backend == "native":
+            raise ModelUnavailableError(f"model {spec.name!r}: evalcore's native forward implements "
+                                        f"{' and '.join(native.ARCHITECTURES)} models in a local folder, without "
+                                        "RoPE scaling or biases; use backend='transformers'")
         tok = _load_tokenizer(spec, folder, revision)
         if model is None:
             model = _load_transformers(folder, device, dtype, revision, device_map)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:
         if spec.bundle and folder == str(converted_dir(spec)):
             raise AssetError(f"converted cache {folder} is unreadable ({e}); delete it and rerun") from e
+        if spec.family == "local":
+            raise ModelUnavailableError(f"model folder {folder} is unreadable ({e}); re-save it with "
+                                        "`save_pretrained(dir, safe_serialization=True)`") from e
         raise ModelUnavailableError(_hub_error(spec, e)) from e
     if not fingerprint:
         fingerprint = getattr(model.config, "_commit_hash", None) or "unknown"

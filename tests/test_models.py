@@ -254,3 +254,18 @@ def test_bundle_tokenizer_equals_autotokenizer(smol, gemma, hellaswag):
         assert lm.tokenizer("x " * 50, truncation=True, max_length=7).input_ids == auto(
             "x " * 50, truncation=True, max_length=7).input_ids
         assert lm.tokenizer.get_vocab() == auto.get_vocab()
+
+
+@pytest.mark.parametrize("backend", ["auto", "transformers"])
+def test_truncated_safetensors_folder_is_one_clear_error(tmp_path, smol, backend):
+    """A cut-off weights file: a ModelUnavailableError naming the folder (one line in the CLI),
+    on either forward path, never safetensors' own exception."""
+    import shutil
+
+    src = models.converted_dir(smol.spec)
+    for n in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(src / n, tmp_path / n)
+    with open(src / "model.safetensors", "rb") as f:
+        (tmp_path / "model.safetensors").write_bytes(f.read(100_000))
+    with pytest.raises(ModelUnavailableError, match=f"model folder {tmp_path} is unreadable"):
+        models.load_model(str(tmp_path), device="cpu", dtype="float32", backend=backend)
