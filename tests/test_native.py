@@ -51,6 +51,8 @@ def test_hidden_states_and_logits_equal_transformers(pair):
     left = right.flip(1)
     with torch.inference_mode():
         _close(nat.model(input_ids=ids).logits, hf.model(input_ids=ids).logits)
+        long = torch.randint(5, 2000, (1, 600), generator=g)  # past Gemma's 512-token window, no padding
+        _close(nat.model.base_model(input_ids=long).last_hidden_state, hf.model.base_model(input_ids=long).last_hidden_state)
         for am in (right, left):
             a = nat.model.base_model(input_ids=ids, attention_mask=am).last_hidden_state
             b = hf.model.base_model(input_ids=ids, attention_mask=am).last_hidden_state
