@@ -283,6 +283,7 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
                                         f"{' and '.join(native.ARCHITECTURES)} models in a local folder, without "
                                         "RoPE scaling or biases; use backend='transformers'")
         tok = _load_tokenizer(spec, folder, revision)
+        kind = "native" if model is not None else "transformers"
         if model is None:
             model = _load_transformers(folder, device, dtype, revision, device_map)
     except (OSError, SafetensorError) as e:
@@ -295,13 +296,8 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
     if not fingerprint:
         fingerprint = getattr(model.config, "_commit_hash", None) or "unknown"
     dt = time.perf_counter() - t0
-    kind = "transformers" if _is_transformers(model) else "native"
     log.info("loaded %s from %s in %.2fs (%s, %s, %s)", spec.name, folder, dt, device, dtype, kind)
     return LoadedModel(spec, model, tok, device, dtype, fingerprint, folder, dt, backend=kind)
-
-
-def _is_transformers(model: Any) -> bool:
-    return type(model).__module__.startswith("transformers.")
 
 
 def _load_transformers(folder: str, device: str, dtype: str, revision: str | None, device_map: str | None):

@@ -41,7 +41,6 @@ class Tokenizer:
             tok = tok.get("content") if isinstance(tok, dict) else tok
             setattr(self, f"{role}_token", tok)
             setattr(self, f"{role}_token_id", self._tok.token_to_id(tok) if tok else None)
-        self.name_or_path = str(folder)
 
     @staticmethod
     def available(folder: str | Path) -> bool:

@@ -191,13 +191,14 @@ def _head_logprobs(lm: LoadedModel, hidden, targets):
 
 
 @contextmanager
-def _sdpa_gqa(device: str):
+def _sdpa_gqa(lm: LoadedModel):
     """On CPU, let SDPA read grouped key/value heads directly (enable_gqa) instead of transformers
     repeating them per query head: exact, and about a third less attention time with a mask
     here. transformers only does this by itself without a mask (CUDA's masked GQA falls back
-    to a slow kernel), so it is switched on around CPU passes only."""
+    to a slow kernel), so it is switched on around CPU passes only. The native forward
+    (evalcore.native) makes the same choice itself, so this is for the transformers backend."""
     key = "TRANSFORMERS_SDPA_FORCE_GQA"
-    if not device.startswith("cpu") or key in os.environ:
+    if lm.backend != "transformers" or not lm.device.startswith("cpu") or key in os.environ:
         yield
         return
     os.environ[key] = "1"
@@ -245,7 +246,7 @@ def _score_batch(lm: LoadedModel, batch: list[Group]) -> list[list[npt.NDArray[n
     if "sliding_attention" in layer_types and window:
         near = (pos[:, :, None] - pos[:, None, :]) < window
         attn = {"full_attention": attn, "sliding_attention": (mask & near[:, None]).to(dev)}
-    with torch.inference_mode(), _sdpa_gqa(dev):
+    with torch.inference_mode(), _sdpa_gqa(lm):
         h = lm.model.base_model(input_ids=ids.to(dev), attention_mask=attn, position_ids=pos.to(dev),
                                 use_cache=False).last_hidden_state  # [B, T, H]
         hs = h[torch.tensor(pick_b, device=h.device), torch.tensor(pick_t, device=h.device)]

@@ -53,9 +53,10 @@ class VLLMModel(LoadedModel):
     """A vLLM engine (`model` is a `vllm.LLM`) with the HF tokenizer of the same folder."""
 
     max_model_len: int = 0  # longest prompt the engine accepts (tokens)
+    backend: str = "vllm"
 
     def identity(self) -> dict[str, Any]:
-        return {**super().identity(), "backend": "vllm"}
+        return {**super().identity(), "backend": self.backend}
 
 
 def load_vllm(name: str, *, dtype: str = "auto", gpu_memory_utilization: float = 0.9,
@@ -94,7 +95,7 @@ def load_vllm(name: str, *, dtype: str = "auto", gpu_memory_utilization: float =
     fp = fingerprint or revision or "unknown"
     dt_s = time.perf_counter() - t0
     log.info("vLLM engine for %s from %s in %.1fs (%s, max_model_len %d)", spec.name, folder, dt_s, dt, max_len)
-    return VLLMModel(spec, llm, tok, "cuda", dt, fp, folder, dt_s, {"backend": "vllm"}, backend="vllm", max_model_len=max_len)
+    return VLLMModel(spec, llm, tok, "cuda", dt, fp, folder, dt_s, max_model_len=max_len)
 
 
 def iter_logprobs(
