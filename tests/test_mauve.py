@@ -157,3 +157,33 @@ def test_bf16_featurizer_stays_close_to_float32(smol, hellaswag):
     rel = np.abs(f32 - fb).max() / np.abs(f32).max()
     assert 0 < rel < 0.05
     assert b16.identity() != smol.identity()
+
+
+def test_faiss_blas_runs_this_cpus_kernels_and_env_is_restored():
+    """faiss's bundled OpenBLAS is imported with this CPU's kernel family (it falls back to a
+    generic one on CPUs it does not know), only for that import, and clusters the same."""
+    code = (
+        "import os, numpy as np\n"
+        "from evalcore.metrics import mauve as M\n"
+        "before = dict(os.environ)\n"
+        "M.import_faiss()\n"
+        "assert dict(os.environ) == before\n"
+        "x = np.random.default_rng(0).normal(size=(600, 32)).astype(np.float32)\n"
+        "np.save(os.environ['OUT'], M.Quantizer(12, random_state=3).fit(x).labels_)\n"
+    )
+    runs = {}
+    for name, extra in [("ours", {}), ("generic", {"OPENBLAS_CORETYPE": "Prescott"})]:
+        import os
+
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        env.update(extra, OPENBLAS_VERBOSE="2", OUT=f"/tmp/evalcore-faiss-{os.getpid()}-{name}.npy")
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        runs[name] = (r.stdout + r.stderr, np.load(env["OUT"]))
+        os.unlink(env["OUT"])
+    core = M._openblas_coretype()
+    if core is not None:  # every OpenBLAS loaded in that process ran a named kernel family, none the generic one
+        cores = [ln for ln in runs["ours"][0].splitlines() if ln.startswith("Core")]
+        assert cores and all("not found" not in c and "Prescott" not in c for c in cores), cores
+    assert "Prescott" in runs["generic"][0]  # the user's own setting is respected
+    assert (runs["ours"][1] == runs["generic"][1]).all()
