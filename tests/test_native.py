@@ -106,3 +106,45 @@ def test_unsupported_configs_fall_back_or_refuse(tmp_path, smol):
     assert native.load(folder, "float32", "cpu") is None
     with pytest.raises(ModelUnavailableError, match="backend='transformers'"):
         load_model(str(folder), device="cpu", dtype="float32", backend="native")
+
+
+def test_hub_snapshot_in_the_cache_loads_natively(tmp_path, smol, hellaswag):
+    """A hub id whose snapshot is in the hub cache runs on the native forward (offline here),
+    fingerprinted by its commit as transformers does, with the same log-likelihoods as the
+    bundled folder it was copied from; `--backend transformers` still loads it through
+    transformers, to the same numbers and the same store key."""
+    import subprocess
+    import sys
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--evalcore-test--smol"
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for f in converted_dir(smol.spec).iterdir():
+        if f.name != "evalcore-meta.json":
+            (snap / f.name).symlink_to(f)
+    it = hellaswag.items([3])[0]
+    code = (
+        "import json, sys\n"
+        "from evalcore import scoring\n"
+        "from evalcore.models import load_model\n"
+        "lm = load_model('evalcore-test/smol', device='cpu', dtype='float32', backend=sys.argv[1])\n"
+        "g = scoring.encode_pair(lm.tokenizer, sys.argv[2], json.loads(sys.argv[3]))\n"
+        "lp = [float(x.sum()) for x in scoring.score_groups(lm, [g])[0]]\n"
+        "print(json.dumps({'backend': lm.backend, 'fp': lm.fingerprint, 'id': lm.identity(), 'lp': lp}))\n"
+    )
+    env = {**__import__("os").environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    out = {}
+    for backend in ("auto", "transformers"):
+        r = subprocess.run([sys.executable, "-c", code, backend, it.query, json.dumps(list(it.continuations))],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        out[backend] = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["auto"]["backend"] == "native" and out["transformers"]["backend"] == "transformers"
+    assert out["auto"]["fp"] == out["transformers"]["fp"] == commit
+    assert out["auto"]["id"] == out["transformers"]["id"]
+    ref = [float(x.sum()) for x in scoring.score_groups(smol, [scoring.encode_pair(smol.tokenizer, it.query, it.continuations)])[0]]
+    assert max(abs(a - b) for a, b in zip(out["auto"]["lp"], ref)) < 1e-4
+    assert max(abs(a - b) for a, b in zip(out["transformers"]["lp"], ref)) < 1e-4
