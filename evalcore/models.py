@@ -372,12 +372,13 @@ def _load_tokenizer(spec: ModelSpec, folder: str, revision: str | None):
 
 
 def fuse_rms_norms(model: Any) -> int:
-    """Swap the RMSNorm forwards of Llama-family and Gemma 3 models for torch's fused
-    `F.rms_norm`, computed in float32 as transformers does and cast back the same way.
+    """Swap the RMSNorm forwards of Llama-family and Gemma 3 models for evalcore's
+    (`native.rms_norm_llama`, `native.rms_norm_gemma`), computed in float32 as transformers
+    does and cast back the same way, with fewer intermediate tensors.
 
     Same arithmetic (identical outputs on this CPU at float32 and bfloat16; a test checks it
-    against the original forward), in one kernel instead of five: at bfloat16 the norms were
-    ~10% of a HellaSwag pass. Other norm classes are left alone. Returns the count swapped.
+    against the original forward): at bfloat16 the norms were ~10% of a HellaSwag pass.
+    Other norm classes are left alone. Returns the count swapped.
     """
     import types
 

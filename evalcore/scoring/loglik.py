@@ -48,6 +48,7 @@ from evalcore.models import LoadedModel
 log = logging.getLogger(__name__)
 
 HEAD_CHUNK_ROWS = 128  # rows of hidden states per LM-head matmul: bounds memory for 262k vocabularies
+HEAD_CHUNK_LOGITS = 1 << 24  # ... or more rows, up to this many logits a chunk, for smaller vocabularies
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def _head_logprobs(lm: LoadedModel, hidden, targets):
     cap = getattr(lm.model.config, "final_logit_softcapping", None)
     n, V = hidden.shape[0], w.shape[0]
     out = torch.empty(n, dtype=torch.float64)
-    rows = min(HEAD_CHUNK_ROWS, n)
+    rows = min(max(HEAD_CHUNK_ROWS, HEAD_CHUNK_LOGITS // V), n)
     raw = torch.empty((rows, V), dtype=w.dtype, device=w.device)
     f32 = raw if w.dtype == torch.float32 else torch.empty((rows, V), dtype=torch.float32, device=w.device)
     lsm = torch.empty((rows, V), dtype=torch.float32, device=w.device)
