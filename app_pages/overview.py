@@ -40,7 +40,8 @@ for m in pair:
     rows.append({"model": m, "parameters (M)": lc.params(m), "HellaSwag acc (40 items)": hs.acc.value,
                  "acc 95% CI": f"[{hs.acc.ci95[0]:.2f}, {hs.acc.ci95[1]:.2f}]",
                  "perplexity (Wikipedia)": ppl.metrics.perplexity, "bits/byte": ppl.metrics.bits_per_byte,
-                 "MAUVE (80 contexts)": lab.result("auto").mauve if lab is not None else None})
+                 "MAUVE (80 contexts)": f"{lab.result('auto').mauve:.4f}" if lab is not None
+                 else "not yet: pick it on the MAUVE page"})
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     st.caption("Measured on this machine and cached on disk. Perplexity and bits/byte are comparable across the two "
