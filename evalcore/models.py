@@ -246,8 +246,8 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", device_m
     device_map : None (the whole model on `device`), or "auto": accelerate spreads the layers
         over every GPU (then CPU memory) for a model larger than one GPU; inputs go to `device`.
     backend : "auto" (evalcore's own forward, `evalcore.native`, for the Llama and Gemma 3
-        families in a local or converted folder or a hub snapshot; transformers otherwise), "native" (refuse
-        what it does not implement), or "transformers". Both give identical outputs on the
+        families in a local or converted folder or a hub snapshot; transformers otherwise),
+        "native" (refuse what it does not implement), or "transformers". Both give identical outputs on the
         bundled models (a test checks it); the native one starts ~4 s sooner.
     """
     if backend not in BACKENDS:
@@ -285,8 +285,8 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
                 model = native.load(folder, dtype, device)
         if model is None and backend == "native":
             raise ModelUnavailableError(f"model {spec.name!r}: evalcore's native forward implements "
-                                        f"{' and '.join(native.ARCHITECTURES)} models in a local folder or hub snapshot, without "
-                                        "RoPE scaling or biases; use backend='transformers'")
+                                        f"{' and '.join(native.ARCHITECTURES)} models in a local folder or hub "
+                                        "snapshot, without RoPE scaling or biases; use backend='transformers'")
         tok = _load_tokenizer(spec, folder, revision)
         kind = "native" if model is not None else "transformers"
         if model is None:

@@ -18,8 +18,10 @@ Same arithmetic as transformers 5 (`modeling_llama`, `modeling_gemma3`), op for 
            .to(dtype); sliding-window layers use their own mask and RoPE base.
 
 RoPE cos/sin are computed once per forward in float32 from the position ids and cast to the
-activations' dtype (rotate_half's minus sign folded into sin: the same products), attention is torch's SDPA with the same masks (a bool mask, or none and
-`is_causal` when nothing is padded), grouped key/value heads read directly (`enable_gqa`).
+activations' dtype (rotate_half's minus sign folded into sin: the same products), attention
+is torch's SDPA with the same masks (a bool mask, or none and `is_causal` when nothing is
+padded), grouped key/value heads read directly (`enable_gqa`). Outside autograd, residual
+adds, RoPE and SiLU * up write into fresh intermediates instead of allocating new ones.
 A test compares hidden states and logits with transformers' forward at float32 and bfloat16,
 with padding, packed 4-D masks, Gemma's sliding window and a KV cache.
 
@@ -118,7 +120,17 @@ def rms_norm_llama(x, weight, eps: float):
     (torch's `F.rms_norm` runs the same ops on CPU with one more intermediate tensor; this is
     ~5% faster a norm at bf16)."""
     xf = x.to(torch.float32, copy=True)  # a copy even at float32: normalised in place below
-    return weight * xf.mul_(torch.rsqrt(xf.pow(2).mean(-1, keepdim=True).add_(eps))).to(x.dtype)
+    return weight * _imul(xf, torch.rsqrt(xf.pow(2).mean(-1, keepdim=True).add_(eps))).to(x.dtype)
+
+
+def _imul(a, b):
+    """a * b, into `a` unless autograd is recording (it may need `a` as it was)."""
+    return a * b if torch.is_grad_enabled() else a.mul_(b)
+
+
+def _iadd(a, b):
+    """a + b, into `a` unless autograd is recording."""
+    return a + b if torch.is_grad_enabled() else a.add_(b)
 
 
 def rms_norm_gemma(x, weight, eps: float):
@@ -163,7 +175,7 @@ def _rope(x, cos, sin):
     """x * cos + rotate_half(x) * sin, where rotate_half(x) = cat(-x2, x1): the minus sign is
     folded into `sin` (its first half negated, once per forward), the same products and sum."""
     h = x.shape[-1] // 2
-    return (x * cos).add_(torch.cat((x[..., h:], x[..., :h]), dim=-1).mul_(sin))
+    return _iadd(x * cos, _imul(torch.cat((x[..., h:], x[..., :h]), dim=-1), sin))
 
 
 class Attention(nn.Module):
@@ -220,9 +232,9 @@ class Layer(nn.Module):
             x = x + self.post_attention_layernorm(a)
             h = self.pre_feedforward_layernorm(x)
             return x + self.post_feedforward_layernorm(m.down_proj(F.gelu(m.gate_proj(h), approximate="tanh") * m.up_proj(h)))
-        x = a.add_(x)  # x + a, into the fresh output (fewer allocations; the same sums)
+        x = _iadd(a, x)  # x + a, into the fresh output (fewer allocations; the same sums)
         h = self.post_attention_layernorm(x)
-        return m.down_proj(F.silu(m.gate_proj(h)).mul_(m.up_proj(h))).add_(x)
+        return _iadd(m.down_proj(_imul(F.silu(m.gate_proj(h)), m.up_proj(h))), x)
 
 
 class KVCache:

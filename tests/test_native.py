@@ -148,3 +148,23 @@ def test_hub_snapshot_in_the_cache_loads_natively(tmp_path, smol, hellaswag):
     ref = [float(x.sum()) for x in scoring.score_groups(smol, [scoring.encode_pair(smol.tokenizer, it.query, it.continuations)])[0]]
     assert max(abs(a - b) for a, b in zip(out["auto"]["lp"], ref)) < 1e-4
     assert max(abs(a - b) for a, b in zip(out["transformers"]["lp"], ref)) < 1e-4
+
+
+def test_gradients_flow_and_equal_transformers(pair):
+    """Outside inference mode the native forward makes no in-place writes autograd needs:
+    backward runs and gives transformers' gradients."""
+    ids = torch.randint(5, 2000, (1, 16), generator=torch.Generator().manual_seed(0))
+    grads = []
+    for lm in pair:
+        params = list(lm.model.parameters())
+        try:
+            for p in params:
+                p.requires_grad_(True)
+            lm.model(input_ids=ids).logits[0, -1, 5].backward()
+            grads.append(lm.model.model.layers[0].mlp.up_proj.weight.grad.clone())
+        finally:
+            for p in params:
+                p.requires_grad_(False)
+                p.grad = None
+    assert grads[0].abs().sum() > 0
+    _close(grads[0], grads[1])
