@@ -324,6 +324,7 @@ def _hub_snapshot(hub_id: str) -> str | None:
     would, or found in the hub cache when offline), else None: the hub id then loads through
     transformers as before, with its own errors."""
     from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError
 
     from evalcore import native
 
@@ -333,8 +334,8 @@ def _hub_snapshot(hub_id: str) -> str | None:
         if native.read_config(Path(cfg).parent) is None:
             return None
         return snapshot_download(hub_id, allow_patterns=HUB_FILES, local_files_only=offline)
-    except (OSError, ValueError):  # not cached offline, network or hub errors: transformers words them
-        return None
+    except (OSError, ValueError, EntryNotFoundError):  # not cached offline, no such file, network or hub
+        return None  # errors (gated, not found): transformers meets them again and words them
 
 
 def _load_transformers(folder: str, device: str, dtype: str, revision: str | None, device_map: str | None):
