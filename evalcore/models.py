@@ -5,10 +5,11 @@ Bundled GGUF files are dequantized by transformers once (slow: ~17 s SmolLM2, ~4
 Gemma 3 here) and saved as safetensors + tokenizer files under the cache folder; later
 loads read the safetensors (well under a second for SmolLM2, identical logits).
 
-Llama and Gemma 3 models in a folder (the converted bundles, local checkpoints) run on
-evalcore's own forward (`evalcore.native`) and the bundles' tokenizers on the `tokenizers`
-library (`evalcore.tokenizer`), so loading them imports nothing from transformers; other
-models, hub ids and accelerate device maps load through transformers (`backend=`).
+Llama and Gemma 3 models in a folder (the converted bundles, local checkpoints, a hub id's
+snapshot in the hub cache) run on evalcore's own forward (`evalcore.native`), and the
+bundles' tokenizers on the `tokenizers` library (`evalcore.tokenizer`), so loading a bundle
+imports nothing from transformers; other models and accelerate device maps load through
+transformers (`backend=`). A hub model's results are keyed by its snapshot's commit.
 
 Security: `trust_remote_code` is never enabled and only safetensors are loaded (a folder
 that has only pickle `.bin` checkpoints is refused).
