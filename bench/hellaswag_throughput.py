@@ -22,6 +22,7 @@ import tempfile
 import time
 
 import numpy as np
+from ceiling import body_peak_tokens_per_s  # bench/ceiling.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -61,22 +62,6 @@ def startup_seconds(code: str) -> float:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     return time.perf_counter() - t0
-
-
-def body_peak_tokens_per_s(lm, rows: int = 4, length: int = 512, repeats: int = 3) -> float:
-    """The model body's best tokens/s on large causal batches (no mask, no LM head): the
-    ceiling the issue states (a HellaSwag item cannot cost less than its tokens through it)."""
-    import torch
-
-    ids = torch.randint(10, 1000, (rows, length), generator=torch.Generator().manual_seed(0))
-    best = float("inf")
-    with torch.inference_mode():
-        lm.model.base_model(input_ids=ids)  # warm-up
-        for _ in range(repeats):
-            t = time.perf_counter()
-            lm.model.base_model(input_ids=ids)
-            best = min(best, time.perf_counter() - t)
-    return rows * length / best
 
 
 def main() -> None:

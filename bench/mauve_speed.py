@@ -18,6 +18,7 @@ import sys
 import time
 
 import numpy as np
+from ceiling import body_peak_tokens_per_s  # bench/ceiling.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -29,12 +30,6 @@ rng = np.random.default_rng(0)
 p = rng.normal(size=({n}, {dim})).astype(np.float32); q = (rng.normal(size=({n}, {dim})) + 0.05).astype(np.float32)
 t = time.perf_counter(); mauve.compute_mauve(p_features=p, q_features=q, verbose=False); print(time.perf_counter() - t)
 """
-
-
-def _timed(f) -> float:
-    t = time.perf_counter()
-    f()
-    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -102,12 +97,7 @@ def main() -> None:
     print(f"featurize {args.texts} texts: evalcore {t_ours:.1f}s vs mauve-text {t_ref:.1f}s -> {t_ref / t_ours:.2f}x; "
           f"max |Δ feature| {np.abs(f_ours - f_ref).max():.1e}")
     n_tok = sum(t.shape[1] for t in toks)
-    # the ceiling, measured in this run: the body's best tokens/s on large causal batches
-    ids = torch.randint(10, 1000, (4, 512), generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        lm.model.base_model(input_ids=ids)
-        best = min(_timed(lambda: lm.model.base_model(input_ids=ids)) for _ in range(3))
-    peak = ids.numel() / best
+    peak = body_peak_tokens_per_s(lm)  # the float32 ceiling, measured in this run
     print(f"  tokens/s: evalcore {n_tok / t_ours:.0f}, mauve-text {n_tok / t_ref:.0f} ({n_tok} tokens); the float32 "
           f"body's peak on 4 x 512-token rows is {peak:.0f} tokens/s: evalcore reaches {n_tok / t_ours / peak:.0%} "
           f"of it, and 3x mauve-text would need {3 * n_tok / t_ref / peak:.0%}")

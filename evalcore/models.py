@@ -248,8 +248,8 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", device_m
         over every GPU (then CPU memory) for a model larger than one GPU; inputs go to `device`.
     backend : "auto" (evalcore's own forward, `evalcore.native`, for the Llama and Gemma 3
         families in a local or converted folder or a hub snapshot; transformers otherwise),
-        "native" (refuse what it does not implement), or "transformers". Both give identical outputs on the
-        bundled models (a test checks it); the native one starts ~4 s sooner.
+        "native" (refuse what it does not implement), or "transformers". Both give identical
+        outputs on the bundled models (a test checks it); the native one starts ~4 s sooner.
     """
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -281,7 +281,7 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
             if not Path(folder).is_dir() and folder == spec.hub_id:
                 snap = _hub_snapshot(folder)
                 if snap is not None and (model := native.load(snap, dtype, device)) is not None:
-                    folder, fingerprint = snap, Path(snap).name  # the commit, as transformers' _commit_hash
+                    folder = snap  # its commit is the fingerprint, read below as for transformers loads
             elif Path(folder).is_dir():
                 model = native.load(folder, dtype, device)
         if model is None and backend == "native":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -173,8 +174,6 @@ def test_faiss_blas_runs_this_cpus_kernels_and_env_is_restored():
     )
     runs = {}
     for name, extra in [("ours", {}), ("generic", {"OPENBLAS_CORETYPE": "Prescott"})]:
-        import os
-
         env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
         env.update(extra, OPENBLAS_VERBOSE="2", OUT=f"/tmp/evalcore-faiss-{os.getpid()}-{name}.npy")
         r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

@@ -9,6 +9,9 @@ with the KV cache.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -113,9 +116,6 @@ def test_hub_snapshot_in_the_cache_loads_natively(tmp_path, smol, hellaswag):
     fingerprinted by its commit as transformers does, with the same log-likelihoods as the
     bundled folder it was copied from; `--backend transformers` still loads it through
     transformers, to the same numbers and the same store key."""
-    import subprocess
-    import sys
-
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--evalcore-test--smol"
     snap = repo / "snapshots" / commit
@@ -135,7 +135,7 @@ def test_hub_snapshot_in_the_cache_loads_natively(tmp_path, smol, hellaswag):
         "lp = [float(x.sum()) for x in scoring.score_groups(lm, [g])[0]]\n"
         "print(json.dumps({'backend': lm.backend, 'fp': lm.fingerprint, 'id': lm.identity(), 'lp': lp}))\n"
     )
-    env = {**__import__("os").environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     out = {}
     for backend in ("auto", "transformers"):
         r = subprocess.run([sys.executable, "-c", code, backend, it.query, json.dumps(list(it.continuations))],

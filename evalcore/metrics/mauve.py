@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,7 +105,7 @@ def _openblas_coretype() -> str | None:
     return None
 
 
-def import_faiss():  # noqa: ANN201 (the faiss module)
+def import_faiss():
     """faiss, imported so that its bundled BLAS runs this CPU's vector kernels.
 
     faiss-cpu wheels bundle an OpenBLAS (0.3.15 in faiss-cpu 1.15) that does not recognise
@@ -116,13 +117,7 @@ def import_faiss():  # noqa: ANN201 (the faiss module)
     same; only the speed changes. If faiss was imported before (e.g. by mauve-text), it is
     used as it is.
     """
-    import sys
-
-    if "faiss" in sys.modules or "OPENBLAS_CORETYPE" in os.environ:
-        import faiss
-
-        return faiss
-    core = _openblas_coretype()
+    core = None if "faiss" in sys.modules or "OPENBLAS_CORETYPE" in os.environ else _openblas_coretype()
     if core:
         os.environ["OPENBLAS_CORETYPE"] = core
     try:
