@@ -173,6 +173,48 @@ def availability(spec: ModelSpec) -> Availability:
 
 # ----------------------------------------------------------------------------- device / dtype
 
+MALLOC_MMAP_THRESHOLD = 256 << 20  # bytes: tensors below this come from the heap, not fresh mmaps
+MALLOC_TRIM_THRESHOLD = 1 << 30  # bytes of free heap kept for reuse before any is returned to the OS
+_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+_malloc_tuned: bool | None = None  # None: not tried yet in this process
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed tensor memory in the process for reuse (glibc only; True when applied).
+
+    A forward pass on CPU allocates and frees many activations of 1-10 MB. glibc's malloc serves
+    each from fresh pages (mmap, or heap memory it handed back to the OS a moment before), so
+    every pass page-faults the same memory in again: ~300,000 faults for 200 HellaSwag items
+    with SmolLM2, about 1.3 us each here. With these two thresholds the pages stay mapped and
+    the faults are gone (tens of thousands per run, then none): bf16 HellaSwag ran ~10% faster
+    in alternating runs. The cost: the process keeps up to `MALLOC_TRIM_THRESHOLD` of freed
+    memory instead of returning it.
+
+    Called when a model is loaded for CPU. Process-wide and idempotent. A user's own
+    `MALLOC_*_` or `GLIBC_TUNABLES=glibc.malloc...` settings win, and `EVALCORE_TUNE_MALLOC=0`
+    keeps glibc's own behaviour."""
+    global _malloc_tuned
+    if _malloc_tuned is not None:
+        return _malloc_tuned
+    _malloc_tuned = False
+    if os.environ.get("EVALCORE_TUNE_MALLOC", "1") == "0" or any(k in os.environ for k in _MALLOC_ENV) \
+            or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # malloc.h
+    _malloc_tuned = bool(mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
+    log.debug("glibc malloc thresholds set: %s", _malloc_tuned)
+    return _malloc_tuned
+
+
 def resolve_device(device: str = "auto") -> str:
     """"auto" -> cuda > mps > cpu; anything else is checked and returned."""
     import torch
@@ -268,6 +310,8 @@ BACKENDS = ("auto", "native", "transformers")
 
 def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = None, backend: str = "auto") -> LoadedModel:
     t0 = time.perf_counter()
+    if device == "cpu":
+        tune_cpu_allocator()
     folder, fingerprint, revision = _weights_source(spec)
     if device_map is None:  # accelerate's device map offloads what does not fit, so no refusal then
         check_memory(spec, folder, dtype, device)
@@ -516,6 +560,8 @@ def load_embedder(*, device: str = "auto") -> LoadedModel:
             return _LOADED[key]
         hf_logging.disable_progress_bar()
         t0 = time.perf_counter()
+        if dev == "cpu":
+            tune_cpu_allocator()
         p = assets.locate(assets.MINILM_DIR)
         if p is None and hub_offline():
             raise ModelUnavailableError(f"sentence embedder not installed and offline; run {assets.BUNDLE_INSTALL_HINT}")

@@ -269,3 +269,35 @@ def test_truncated_safetensors_folder_is_one_clear_error(tmp_path, smol, backend
         (tmp_path / "model.safetensors").write_bytes(f.read(100_000))
     with pytest.raises(ModelUnavailableError, match=f"model folder {tmp_path} is unreadable"):
         models.load_model(str(tmp_path), device="cpu", dtype="float32", backend=backend)
+
+
+_FAULTS = """
+import json, resource
+from evalcore import data, models, scoring
+lm = models.load_model("smollm2-135m", device="cpu", dtype="bfloat16")
+its = data.HellaSwag().items(list(range(24)))
+groups = [scoring.encode_pair(lm.tokenizer, it.query, it.continuations) for it in its]
+for _ in range(2):
+    scoring.score_groups(lm, groups, batch_tokens=1024)
+r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+scoring.score_groups(lm, groups, batch_tokens=1024)
+print(json.dumps({"tuned": models.tune_cpu_allocator(), "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc malloc")
+def test_cpu_allocator_keeps_activation_pages(smol):
+    """Loading a model for CPU sets glibc's malloc thresholds, so a second pass over the same
+    batches reuses the pages of the first instead of faulting fresh ones in; EVALCORE_TUNE_MALLOC=0
+    and a user's own MALLOC_* setting leave malloc alone."""
+    import os
+
+    def run(**env):
+        out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                             env={**os.environ, **env}, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    tuned, default = run(), run(EVALCORE_TUNE_MALLOC="0")
+    assert tuned["tuned"] and not default["tuned"] and not run(MALLOC_TOP_PAD_="0")["tuned"]
+    assert default["faults"] > 20_000, default  # glibc's own thresholds: activations fault in on every pass
+    assert tuned["faults"] < default["faults"] / 3, (tuned, default)

@@ -19,18 +19,23 @@ Because lm-eval always feeds `ctx + cont`, the context's computation is shared b
 continuation of an item, even when `whole` does not start with `ctx` (a BPE merge across
 the boundary); `encode_pair` reports those cases (`merged`) for the record.
 
-Shared-context batching (`iter_logprobs`): each group becomes one packed row,
+Shared-context batching (`iter_logprobs`): each group becomes one packed row, its endings
+(each minus its last token, which is only predicted) laid out as a token trie after the context:
 
-    tokens:    CTX CTX CTX | A1 A2 A3 | B1 B2 | C1 C2 C3 C4 | D1 D2     (each ending minus its last token)
-    positions: 0   1   2   | 3  4  5  | 3  4  | 3  4  5  6  | 3  4
-    attends:   causal      | CTX + causal within its own ending only
+    tokens:    CTX CTX CTX | He  is  sits | ran  | She  was        endings: " He is ..", " He sits ..",
+    positions: 0   1   2   | 3   4   4    | 3    | 3    4                  " ran ..", " She was .."
+    subtree:   [0, 9)      | [3,6) [4,5) [5,6) | [6,7) | [7,9) [8,9)
+    attends:   its ancestors in the trie and itself: j <= i < end(j)
 
-so the context is computed once and the four endings reuse it, in one forward pass with a
-custom 4-D attention mask (no KV-cache copies, one large matmul per layer). Rows are sorted
-by length, descending, and packed into batches under a token budget (padding stays small).
-The LM head runs only on the hidden states that predict an ending's token: the context's last
-position predicts every ending's first token, A1 predicts A2, and so on. For models with
-sliding-window layers (Gemma 3) a second mask adds the window, from the same positions.
+so the context is computed once, a prefix the endings share (" He") once, and the whole
+group in one forward pass with a custom 4-D attention mask (no KV-cache copies, one large
+matmul per layer). Trie nodes are numbered depth first, so a node's subtree is the interval
+[j, end(j)) and "j is an ancestor of i" is `j <= i < end(j)`. Rows are sorted by length,
+descending, and packed into batches under a token budget (padding stays small). The LM head
+runs once per distinct hidden state that predicts an ending's token (the context's last
+position predicts every ending's first token; " He" predicts "is" and "sits"), each target
+read from its row's log-softmax. For models with sliding-window layers (Gemma 3) a second
+mask adds the window, from the same positions.
 """
 from __future__ import annotations
 
@@ -117,15 +122,16 @@ def iter_logprobs(
     continuation with the log-prob of each of its tokens (natural log).
     """
     budget = batch_tokens or auto_batch_tokens(lm, packed=True)
+    rows = [_layout(g) for g in groups]
     batches: list[list[int]] = []
-    for i in sorted(range(len(groups)), key=lambda i: -_row_len(groups[i])):
+    for i in sorted(range(len(groups)), key=lambda i: -len(rows[i].tokens)):
         # rows come longest first, so a batch's padded size is its count times its first row
-        if batches and (len(batches[-1]) + 1) * _row_len(groups[batches[-1][0]]) <= budget:
+        if batches and (len(batches[-1]) + 1) * len(rows[batches[-1][0]].tokens) <= budget:
             batches[-1].append(i)
         else:
             batches.append([i])
     for batch in batches:
-        yield batch, _score_batch(lm, [groups[j] for j in batch])
+        yield batch, _score_batch(lm, [rows[j] for j in batch])
         if progress:
             progress(len(batch))
 
@@ -139,8 +145,47 @@ def score_groups(lm: LoadedModel, groups: Sequence[Group], **kw) -> list[list[np
     return out
 
 
-def _row_len(g: Group) -> int:
-    return len(g.context) + sum(len(c) - 1 for c in g.continuations)
+@dataclass(frozen=True)
+class _Row:
+    """A group's packed row (module docstring): the context, then its endings' token trie."""
+
+    tokens: list[int]  # input ids: the context, then trie nodes depth first
+    pos: list[int]  # position ids: index in the context, or context length + depth in the trie
+    end: list[int]  # subtree of each token: it is attended to by rows [index, end)
+    pred: list[list[int]]  # per continuation, the row index whose hidden state predicts each of its tokens
+    targets: tuple[tuple[int, ...], ...]  # the continuations' tokens, which `pred` predict
+
+
+def _layout(g: Group) -> _Row:
+    lc = len(g.context)
+    trie: dict[int, dict] = {}
+    for c in g.continuations:
+        node = trie
+        for t in c[:-1]:
+            node = node.setdefault(t, {})
+    tokens, pos, end = list(g.context), list(range(lc)), [0] * lc
+    index: dict[int, int] = {}  # id() of a trie node -> its row index
+
+    def visit(children: dict[int, dict], depth: int) -> None:
+        for t, node in children.items():
+            i = len(tokens)
+            index[id(node)] = i
+            tokens.append(t)
+            pos.append(lc + depth)
+            end.append(0)
+            visit(node, depth + 1)
+            end[i] = len(tokens)
+
+    visit(trie, 0)
+    end[:lc] = [len(tokens)] * lc
+    pred = []
+    for c in g.continuations:
+        node, p = trie, [lc - 1]
+        for t in c[:-1]:
+            node = node[t]
+            p.append(index[id(node)])
+        pred.append(p)
+    return _Row(tokens, pos, end, pred, g.continuations)
 
 
 def head_log_probs(lm: LoadedModel, hidden, vocab: int | None = None):
@@ -157,9 +202,10 @@ def head_log_probs(lm: LoadedModel, hidden, vocab: int | None = None):
     return torch.log_softmax(logits, dim=-1)
 
 
-def _head_logprobs(lm: LoadedModel, hidden, targets):
-    """log p(target) for each row of hidden states: float32 log-softmax, as lm-evaluation-harness
-    computes it, the LM head applied in chunks of rows into buffers reused across chunks.
+def _head_logprobs(lm: LoadedModel, hidden, targets, rows=None):
+    """log p(targets[i] | hidden[rows[i]]) (rows default to 0, 1, ...: one target a row):
+    float32 log-softmax, as lm-evaluation-harness computes it, the LM head applied in chunks of
+    rows into buffers reused across chunks.
 
     (torch.logsumexp would be more accurate over a 262k vocabulary, ~1e-6 against ~4e-5 per
     token, but would move every log-likelihood off lm-eval's by that much, systematically.)"""
@@ -168,16 +214,20 @@ def _head_logprobs(lm: LoadedModel, hidden, targets):
     head = lm.model.get_output_embeddings()
     w = head.weight
     hidden = hidden.to(w.device)
-    targets = targets.to(w.device)
+    order = torch.arange(len(targets)) if rows is None else torch.argsort(rows, stable=True)
+    rows = order if rows is None else rows[order]  # targets by head row: each chunk reads a contiguous run
+    targets = targets[order].to(w.device)
     cap = getattr(lm.model.config, "final_logit_softcapping", None)
     n, V = hidden.shape[0], w.shape[0]
-    out = torch.empty(n, dtype=torch.float64)
-    rows = min(max(HEAD_CHUNK_ROWS, HEAD_CHUNK_LOGITS // V), n)
-    raw = torch.empty((rows, V), dtype=w.dtype, device=w.device)
-    f32 = raw if w.dtype == torch.float32 else torch.empty((rows, V), dtype=torch.float32, device=w.device)
-    lsm = torch.empty((rows, V), dtype=torch.float32, device=w.device)
-    for s in range(0, n, rows):
-        k = min(rows, n - s)
+    got = torch.empty(len(targets), dtype=torch.float64)
+    chunk = min(max(HEAD_CHUNK_ROWS, HEAD_CHUNK_LOGITS // V), n)
+    raw = torch.empty((chunk, V), dtype=w.dtype, device=w.device)
+    f32 = raw if w.dtype == torch.float32 else torch.empty((chunk, V), dtype=torch.float32, device=w.device)
+    lsm = torch.empty((chunk, V), dtype=torch.float32, device=w.device)
+    bounds = torch.searchsorted(rows, torch.arange(0, n + chunk, chunk)).tolist()  # targets of each chunk
+    rows = rows.to(w.device)
+    for c, s in enumerate(range(0, n, chunk)):
+        k = min(chunk, n - s)
         torch.matmul(hidden[s : s + k], w.T, out=raw[:k])
         if f32 is not raw:
             f32[:k].copy_(raw[:k])
@@ -187,7 +237,10 @@ def _head_logprobs(lm: LoadedModel, hidden, targets):
         if cap:
             lg.div_(cap).tanh_().mul_(cap)
         torch._log_softmax(lg, -1, False, out=lsm[:k])
-        out[s : s + k] = lsm[:k].gather(1, targets[s : s + k, None])[:, 0].double().cpu()
+        i, j = bounds[c], bounds[c + 1]
+        got[i:j] = lsm[rows[i:j] - s, targets[i:j]].double().cpu()
+    out = torch.empty_like(got)
+    out[order] = got
     return out
 
 
@@ -209,36 +262,27 @@ def _sdpa_gqa(lm: LoadedModel):
         os.environ.pop(key, None)
 
 
-def _score_batch(lm: LoadedModel, batch: list[Group]) -> list[list[npt.NDArray[np.float64]]]:
+def _score_batch(lm: LoadedModel, batch: list[_Row]) -> list[list[npt.NDArray[np.float64]]]:
     """One forward pass over packed rows (module docstring); per-token log-probs of each ending."""
     import torch
 
-    B, T = len(batch), max(_row_len(g) for g in batch)
+    B, T = len(batch), max(len(r.tokens) for r in batch)
     ids = torch.zeros((B, T), dtype=torch.long)
     pos = torch.zeros((B, T), dtype=torch.long)
-    seg = torch.full((B, T), -1, dtype=torch.long)  # 0: context, k: ending k, -1: padding
-    pick_b: list[int] = []  # (row, position) of each hidden state that predicts an ending token
-    pick_t: list[int] = []
+    end = torch.arange(1, T + 1).repeat(B, 1)  # padding: a subtree of itself alone
+    heads: dict[int, int] = {}  # flat index b * T + t of each predicting hidden state -> head row
+    head_row: list[int] = []  # per target, its head row
     targets: list[int] = []
-    for b, g in enumerate(batch):
-        lc = len(g.context)
-        ids[b, :lc] = torch.tensor(g.context)
-        pos[b, :lc] = torch.arange(lc)
-        seg[b, :lc] = 0
-        o = lc
-        for k, c in enumerate(g.continuations, start=1):
-            m = len(c) - 1
-            ids[b, o : o + m] = torch.tensor(c[:-1])
-            pos[b, o : o + m] = torch.arange(lc, lc + m)
-            seg[b, o : o + m] = k
-            pick_b += [b] * len(c)
-            pick_t += [lc - 1, *range(o, o + m)]
+    for b, r in enumerate(batch):
+        n = len(r.tokens)
+        ids[b, :n] = torch.tensor(r.tokens)
+        pos[b, :n] = torch.tensor(r.pos)
+        end[b, :n] = torch.tensor(r.end)
+        for p, c in zip(r.pred, r.targets):
+            head_row += [heads.setdefault(b * T + t, len(heads)) for t in p]
             targets += c
-            o += m
-    q, kk = seg[:, :, None], seg[:, None, :]
     ar = torch.arange(T)
-    mask = (ar[:, None] >= ar[None, :]) & (kk >= 0) & ((kk == 0) | (kk == q))
-    mask |= torch.eye(T, dtype=torch.bool)  # padding attends to itself: no empty softmax rows
+    mask = (ar[None, None, :] <= ar[None, :, None]) & (ar[None, :, None] < end[:, None, :])  # [B, T, T]
     mask = mask[:, None]  # [B, 1, T, T], True = attend
     window = getattr(lm.model.config, "sliding_window", None)
     layer_types = set(getattr(lm.model.config, "layer_types", None) or ())
@@ -250,16 +294,16 @@ def _score_batch(lm: LoadedModel, batch: list[Group]) -> list[list[npt.NDArray[n
     with torch.inference_mode(), _sdpa_gqa(lm):
         h = lm.model.base_model(input_ids=ids.to(dev), attention_mask=attn, position_ids=pos.to(dev),
                                 use_cache=False).last_hidden_state  # [B, T, H]
-        hs = h[torch.tensor(pick_b, device=h.device), torch.tensor(pick_t, device=h.device)]
-        lp = _head_logprobs(lm, hs, torch.tensor(targets)).numpy()
+        hs = h.reshape(B * T, -1)[torch.tensor(list(heads), device=h.device)]
+        lp = _head_logprobs(lm, hs, torch.tensor(targets), torch.tensor(head_row)).numpy()
     out: list[list[npt.NDArray[np.float64]]] = []
     o = 0
-    for g in batch:
-        r = []
-        for c in g.continuations:
-            r.append(lp[o : o + len(c)].copy())
-            o += len(c)
-        out.append(r)
+    for r in batch:
+        res = []
+        for p in r.pred:
+            res.append(lp[o : o + len(p)].copy())
+            o += len(p)
+        out.append(res)
     return out
 
 
