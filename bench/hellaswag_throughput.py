@@ -6,6 +6,12 @@ start-up time, and the fraction of the model body's token-throughput ceiling ach
 
     python bench/hellaswag_throughput.py [--n 200] [--models smollm2-135m gemma3-270m]
                                          [--dtypes float32 bfloat16] [--lm-eval-batch 32] [--repeats R]
+                                         [--peer-tuned-malloc]
+
+lm-eval runs in a fresh interpreter each time, as its users run it: evalcore sets glibc's
+malloc thresholds for its own process when it loads a model for CPU
+(`evalcore.models.tune_cpu_allocator`), and that must not speed up or slow down the peer.
+`--peer-tuned-malloc` also times lm-eval with the same settings, for comparison.
 
 lm-eval's own hellaswag task fetches the dataset from the hub; offline we feed its HF
 backend the same (context, continuation) requests built with lm-eval's own
@@ -44,17 +50,39 @@ def lm_eval_requests(ds, indices):
     return reqs, labels, choices
 
 
-def run_lm_eval(folder, dtype, reqs, batch):
-    from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
+PEER = r"""
+import json, sys, time
+from lm_eval.api.instance import Instance
+from lm_eval.models.huggingface import HFLM
+folder, dtype, batch, reqs_path, out_path = sys.argv[1:6]
+reqs = json.load(open(reqs_path))
+t0 = time.perf_counter()
+lm = HFLM(pretrained=folder, dtype=dtype, batch_size=int(batch), device="cpu")
+t_load = time.perf_counter() - t0
+inst = [Instance("loglikelihood", {}, tuple(r), i) for i, r in enumerate(reqs)]
+t0 = time.perf_counter()
+out = lm.loglikelihood(inst, disable_tqdm=True)
+json.dump({"loglik": [o[0] for o in out], "seconds": time.perf_counter() - t0, "load": t_load}, open(out_path, "w"))
+"""
+# evalcore's glibc malloc thresholds (evalcore.models.tune_cpu_allocator), as environment variables
+TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
-    t0 = time.perf_counter()
-    lm = HFLM(pretrained=folder, dtype=dtype, batch_size=batch, device="cpu")
-    t_load = time.perf_counter() - t0
-    inst = [Instance("loglikelihood", {}, r, i) for i, r in enumerate(reqs)]
-    t0 = time.perf_counter()
-    out = lm.loglikelihood(inst, disable_tqdm=True)
-    return np.array([o[0] for o in out]).reshape(-1, 4), time.perf_counter() - t0, t_load
+
+def run_lm_eval(folder, dtype, reqs, batch, *, tuned_malloc=False):
+    """lm-eval's HF backend in a fresh interpreter, as its users run it: evalcore's process-wide
+    malloc settings (set when it loads a model for CPU) do not reach it. `tuned_malloc` gives
+    it the same settings. Returns ([N, 4] log-likelihoods, scoring seconds, load seconds)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(f"{tmp}/reqs.json", "w") as f:
+            json.dump(reqs, f)
+        env = {**os.environ, **(TUNED_MALLOC if tuned_malloc else {})}
+        out = subprocess.run([sys.executable, "-c", PEER, folder, dtype, str(batch), f"{tmp}/reqs.json",
+                              f"{tmp}/out.json"], env=env, capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"lm-eval failed:\n{out.stderr[-3000:]}")
+        with open(f"{tmp}/out.json") as f:
+            r = json.load(f)
+    return np.array(r["loglik"]).reshape(-1, 4), r["seconds"], r["load"]
 
 
 def startup_seconds(code: str) -> float:
@@ -72,6 +100,8 @@ def main() -> None:
     ap.add_argument("--lm-eval-batch", type=int, default=32)
     ap.add_argument("--skip-startup", action="store_true")
     ap.add_argument("--repeats", type=int, default=1, help="alternate evalcore and lm-eval R times; medians")
+    ap.add_argument("--peer-tuned-malloc", action="store_true",
+                    help="also time lm-eval with evalcore's malloc settings (a third run per repeat)")
     args = ap.parse_args()
 
     from evalcore.data import HellaSwag
@@ -99,6 +129,7 @@ def main() -> None:
             # percent over minutes); each side's median time is used
             t_ours: list[float] = []
             t_refs: list[float] = []
+            t_tuned: list[float] = []
             for _ in range(args.repeats):
                 with tempfile.TemporaryDirectory() as tmp:  # fresh store: no cached items
                     run_hellaswag(lm, idx[:8], dataset=ds, store=Store(f"{tmp}/w.sqlite"))  # warm-up
@@ -106,11 +137,17 @@ def main() -> None:
                 t_ours.append(res.seconds)
                 ref, t_ref, _ = run_lm_eval(folder, dtype, reqs, args.lm_eval_batch)
                 t_refs.append(t_ref)
+                if args.peer_tuned_malloc:
+                    t_tuned.append(run_lm_eval(folder, dtype, reqs, args.lm_eval_batch, tuned_malloc=True)[1])
             ours = res.loglik()
             secs, t_ref = float(np.median(t_ours)), float(np.median(t_refs))
             if args.repeats > 1:
                 print(f"  {name} {dtype} per-repeat ratios: "
                       + ", ".join(f"{b / a:.2f}x" for a, b in zip(t_ours, t_refs)), flush=True)
+            if t_tuned:
+                print(f"  {name} {dtype} lm-eval with evalcore's malloc settings: {args.n / np.median(t_tuned):.2f} "
+                      f"items/s (as shipped {args.n / t_ref:.2f}); evalcore is {np.median(t_tuned) / secs:.2f}x it; "
+                      "per repeat " + ", ".join(f"{b / a:.2f}x" for a, b in zip(t_ours, t_tuned)), flush=True)
             p1, n1 = predictions(ours, cl)
             p2, n2 = predictions(ref, cl)
             acc = ((p1 == labels).mean(), (n1 == labels).mean())

@@ -234,7 +234,9 @@ class Layer(nn.Module):
             return x + self.post_feedforward_layernorm(m.down_proj(F.gelu(m.gate_proj(h), approximate="tanh") * m.up_proj(h)))
         x = _iadd(a, x)  # x + a, into the fresh output (fewer allocations; the same sums)
         h = self.post_attention_layernorm(x)
-        return _iadd(m.down_proj(_imul(F.silu(m.gate_proj(h)), m.up_proj(h))), x)
+        g = m.gate_proj(h)
+        g = F.silu(g) if torch.is_grad_enabled() else F.silu(g, inplace=True)
+        return _iadd(m.down_proj(_imul(g, m.up_proj(h))), x)
 
 
 class KVCache:
