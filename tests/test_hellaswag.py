@@ -85,6 +85,22 @@ def test_shared_context_equals_unbatched_reference(smol, gemma, hellaswag):
                 np.testing.assert_allclose(lp, ref, atol=1e-4)
 
 
+def test_endings_sharing_a_prefix_are_computed_once_and_scored_exactly(smol, gemma):
+    """Endings that start alike share trie nodes (and LM-head rows); each one still scores as
+    it does alone, on both models (Gemma's row starts with <bos>)."""
+    from evalcore.scoring.loglik import _layout
+
+    ends = [" He sits down on the sofa.", " He sits on a chair.", " He stands up.", " She waves at him.", " He sits down."]
+    for lm in (smol, gemma):
+        g = scoring.encode_pair(lm.tokenizer, "A man walks into the living room.", ends)
+        row = _layout(g)
+        flat = len(g.context) + sum(len(c) - 1 for c in g.continuations)
+        assert len(row.tokens) <= flat - 5  # " He" 3 more times, " sits" twice, " down" once
+        assert len({p for ps in row.pred for p in ps}) < sum(len(c) for c in g.continuations)
+        for cont, lp in zip(g.continuations, scoring.score_groups(lm, [g])[0]):
+            np.testing.assert_allclose(lp, scoring.reference_logprobs(lm, g.context, cont), atol=1e-4)
+
+
 def test_packed_rows_respect_gemma_sliding_window(gemma, hellaswag):
     """A context longer than Gemma 3's 512-token sliding window: the packed row's sliding-layer
     mask (built from positions) must hide what the model's own mask hides."""

@@ -158,34 +158,39 @@ class _Row:
 
 def _layout(g: Group) -> _Row:
     lc = len(g.context)
-    trie: dict[int, dict] = {}
+    kids: list[dict[int, int]] = [{}]  # trie nodes by creation: token -> child node; node 0 is the context
+    token, depth = [-1], [0]
     for c in g.continuations:
-        node = trie
+        n = 0
         for t in c[:-1]:
-            node = node.setdefault(t, {})
-    tokens, pos, end = list(g.context), list(range(lc)), [0] * lc
-    index: dict[int, int] = {}  # id() of a trie node -> its row index
-
-    def visit(children: dict[int, dict], depth: int) -> None:
-        for t, node in children.items():
-            i = len(tokens)
-            index[id(node)] = i
-            tokens.append(t)
-            pos.append(lc + depth)
-            end.append(0)
-            visit(node, depth + 1)
-            end[i] = len(tokens)
-
-    visit(trie, 0)
-    end[:lc] = [len(tokens)] * lc
+            if t not in kids[n]:
+                kids[n][t] = len(kids)
+                kids.append({})
+                token.append(t)
+                depth.append(depth[n] + 1)
+            n = kids[n][t]
+    order: list[int] = []  # nodes depth first (iterative: a continuation may be thousands of tokens)
+    row = [lc - 1] * len(kids)  # node -> its row index
+    stack = list(reversed(kids[0].values()))
+    while stack:
+        n = stack.pop()
+        row[n] = lc + len(order)
+        order.append(n)
+        stack.extend(reversed(kids[n].values()))
+    size = [1] * len(kids)  # nodes in each subtree
+    for n in reversed(order):
+        size[n] += sum(size[k] for k in kids[n].values())
     pred = []
     for c in g.continuations:
-        node, p = trie, [lc - 1]
+        n, p = 0, [lc - 1]
         for t in c[:-1]:
-            node = node[t]
-            p.append(index[id(node)])
+            n = kids[n][t]
+            p.append(row[n])
         pred.append(p)
-    return _Row(tokens, pos, end, pred, g.continuations)
+    return _Row(tokens=[*g.context, *(token[n] for n in order)],
+                pos=[*range(lc), *(lc - 1 + depth[n] for n in order)],
+                end=[lc + len(order)] * lc + [row[n] + size[n] for n in order],
+                pred=pred, targets=g.continuations)
 
 
 def head_log_probs(lm: LoadedModel, hidden, vocab: int | None = None):
@@ -214,9 +219,9 @@ def _head_logprobs(lm: LoadedModel, hidden, targets, rows=None):
     head = lm.model.get_output_embeddings()
     w = head.weight
     hidden = hidden.to(w.device)
-    order = torch.arange(len(targets)) if rows is None else torch.argsort(rows, stable=True)
-    rows = order if rows is None else rows[order]  # targets by head row: each chunk reads a contiguous run
-    targets = targets[order].to(w.device)
+    rows = torch.arange(len(targets)) if rows is None else rows
+    order = torch.argsort(rows, stable=True)  # targets by head row: each chunk reads a contiguous run
+    rows, targets = rows[order], targets[order].to(w.device)
     cap = getattr(lm.model.config, "final_logit_softcapping", None)
     n, V = hidden.shape[0], w.shape[0]
     got = torch.empty(len(targets), dtype=torch.float64)
