@@ -25,6 +25,12 @@ adds, RoPE and SiLU * up write into fresh intermediates instead of allocating ne
 A test compares hidden states and logits with transformers' forward at float32 and bfloat16,
 with padding, packed 4-D masks, Gemma's sliding window and a KV cache.
 
+Unpadded batches (`keep=`, for the HellaSwag scorer's packed rows): embeddings, norms,
+projections, RoPE and MLPs run on the real tokens only, as one [1, N] sequence; each layer
+scatters q, k and v into the padded [B, T] layout for attention (zeros at padding, which the
+mask hides) and gathers the real rows back. The per-token arithmetic is the same; matmuls of
+another height round differently at float32 (~1e-5 in a log-likelihood).
+
 What it does not implement (RoPE scaling, biases, soft-capped attention, other
 architectures, accelerate device maps) loads through transformers, as does everything when
 `load_model(..., backend="transformers")` is asked for.
@@ -192,7 +198,9 @@ class Attention(nn.Module):
             self.q_norm = self.k_norm = None
             self.scaling = D ** -0.5
 
-    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int):
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int, unpad=None):
+        if unpad is not None:
+            return self._unpadded(x, cos, sin, mask, *unpad)
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.H, self.D).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.KV, self.D).transpose(1, 2)
@@ -202,14 +210,36 @@ class Attention(nn.Module):
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(layer, k, v)
+        o = self._sdpa(q, k, v, mask, x.device, T)
+        return self.o_proj(o.transpose(1, 2).reshape(B, T, -1))
+
+    def _sdpa(self, q, k, v, mask, device, T: int):
         is_causal = mask is None and T > 1
-        if mask is None or x.device.type == "cpu":  # CUDA's masked GQA kernel is slow: repeat heads there
+        if mask is None or device.type == "cpu":  # CUDA's masked GQA kernel is slow: repeat heads there
             kw: dict[str, Any] = {"enable_gqa": self.H != self.KV}
         else:
             k, v, kw = k.repeat_interleave(self.H // self.KV, 1), v.repeat_interleave(self.H // self.KV, 1), {}
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=self.scaling,
-                                           is_causal=is_causal, **kw)
-        return self.o_proj(o.transpose(1, 2).reshape(B, T, -1))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=self.scaling,
+                                              is_causal=is_causal, **kw)
+
+    def _unpadded(self, x, cos, sin, mask, keep, B: int, T: int):
+        """x: [1, N, hidden], the N kept tokens of a [B, T] batch (flat indices `keep`). Projections
+        and RoPE run on those tokens only; attention on the [B, T] layout, zeros at padding."""
+        N = x.shape[1]
+        q = self.q_proj(x).view(N, self.H, self.D)
+        k = self.k_proj(x).view(N, self.KV, self.D)
+        v = self.v_proj(x).view(N, self.KV, self.D)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+
+        def padded(t):
+            out = t.new_zeros((B * T, *t.shape[1:]))
+            out[keep] = t
+            return out.view(B, T, *t.shape[1:]).transpose(1, 2)
+
+        o = self._sdpa(padded(q), padded(k), padded(v), mask, x.device, T)
+        return self.o_proj(o.transpose(1, 2).reshape(B * T, -1)[keep][None])
 
 
 class Layer(nn.Module):
@@ -225,8 +255,8 @@ class Layer(nn.Module):
         if gemma:
             self.pre_feedforward_layernorm, self.post_feedforward_layernorm = RMSNorm(d, eps, True), RMSNorm(d, eps, True)
 
-    def forward(self, x, cos, sin, mask, cache, layer: int):
-        a = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
+    def forward(self, x, cos, sin, mask, cache, layer: int, unpad=None):
+        a = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, unpad)
         m = self.mlp
         if self.gemma:
             x = x + self.post_attention_layernorm(a)
@@ -268,20 +298,26 @@ class Body(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, self.gemma)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache: KVCache | None = None,
-                use_cache: bool | None = None, **_: Any) -> SimpleNamespace:
+                use_cache: bool | None = None, keep=None, **_: Any) -> SimpleNamespace:
         """Last hidden state (final norm applied) for input ids [B, T].
 
         attention_mask: None (causal), [B, past + T] with 1 for real tokens (padding, either
         side), a bool [B, 1, T, past + T] mask (True = attend), or such masks per layer type
         ({"full_attention": ..., "sliding_attention": ...}). position_ids default to
-        past .. past + T - 1."""
+        past .. past + T - 1. keep (no cache): flat indices into [B, T] of the real tokens;
+        then everything but attention runs on those N tokens only, and the result is their
+        hidden states, [1, N, hidden], in `keep`'s order (padding costs attention only)."""
         B, T = input_ids.shape
+        past = cache.get_seq_length() if cache is not None else 0
+        if position_ids is None:
+            position_ids = (torch.arange(T, device=input_ids.device) + past)[None].expand(B, T)
+        unpad = None
+        if keep is not None and cache is None:
+            unpad = (keep, B, T)
+            input_ids, position_ids = input_ids.reshape(-1)[keep][None], position_ids.reshape(-1)[keep][None]
         x = self.embed_tokens(input_ids)
         if self.gemma:
             x = x * torch.tensor(self.config.hidden_size ** 0.5).to(x.dtype)
-        past = cache.get_seq_length() if cache is not None else 0
-        if position_ids is None:
-            position_ids = (torch.arange(T, device=x.device) + past)[None].expand(B, T)
         masks = self._masks(attention_mask, B, T, past, x.device)
         rope = {}
         D = self.config.head_dim
@@ -289,12 +325,13 @@ class Body(nn.Module):
             inv_freq = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.float, device=x.device) / D))
             freqs = position_ids[..., None].float() * inv_freq
             emb = torch.cat((freqs, freqs), dim=-1)
-            sin = emb.sin().to(x.dtype)[:, None]
-            rope[t] = (emb.cos().to(x.dtype)[:, None], torch.cat((-sin[..., : D // 2], sin[..., D // 2 :]), -1))
+            emb = emb[0][:, None] if unpad else emb[:, None]  # [N, 1, D] (heads after tokens) or [B, 1, T, D]
+            sin = emb.sin().to(x.dtype)
+            rope[t] = (emb.cos().to(x.dtype), torch.cat((-sin[..., : D // 2], sin[..., D // 2 :]), -1))
         for i, layer in enumerate(self.layers):
             t = self.config.layer_types[i]
             cos, sin = rope[t] if t in rope else rope["full_attention"]
-            x = layer(x, cos, sin, masks[t], cache, i)
+            x = layer(x, cos, sin, masks[t], cache, i, unpad)
         return SimpleNamespace(last_hidden_state=self.norm(x), cache=cache)
 
     def _masks(self, am, B: int, T: int, past: int, device) -> dict[str, Any]:

@@ -64,14 +64,15 @@ def test_hidden_states_and_logits_equal_transformers(pair):
 
 def test_packed_rows_and_sliding_window_equal_transformers(pair, hellaswag):
     """The HellaSwag scorer's packed rows (4-D masks, restarted positions), with a context longer
-    than Gemma's 512-token window in the batch."""
+    than Gemma's 512-token window in the batch. The native forward runs them unpadded (matmuls
+    over the real tokens only, so of another height): float32 rounding, not bit-identity."""
     nat, hf = pair
     long_ctx = " ".join(it.query for it in hellaswag.items(list(range(40, 70))))
     groups = [scoring.encode_pair(nat.tokenizer, long_ctx, [" He smiles.", " The dog runs away."])]
     groups += [scoring.encode_pair(nat.tokenizer, it.query, it.continuations) for it in hellaswag.items(list(range(6)))]
     for a, b in zip(scoring.score_groups(nat, groups), scoring.score_groups(hf, groups)):
         for x, y in zip(a, b):
-            assert abs(x - y).max() < 1e-5
+            assert abs(x - y).max() < 5e-5
 
 
 def test_bfloat16_equals_transformers():

@@ -31,7 +31,9 @@ so the context is computed once, a prefix the endings share (" He") once, and th
 group in one forward pass with a custom 4-D attention mask (no KV-cache copies, one large
 matmul per layer). Trie nodes are numbered depth first, so a node's subtree is the interval
 [j, end(j)) and "j is an ancestor of i" is `j <= i < end(j)`. Rows are sorted by length,
-descending, and packed into batches under a token budget (padding stays small). The LM head
+descending, and packed into batches under a token budget (padding stays small; on evalcore's
+own forward it costs attention only: the projections, MLPs and norms run on the real tokens
+alone, which made bf16 SmolLM2 ~15% faster on 200 items). The LM head
 runs once per distinct hidden state that predicts an ending's token (the context's last
 position predicts every ending's first token; " He" predicts "is" and "sits"), each target
 read from its row's log-softmax. For models with sliding-window layers (Gemma 3) a second
@@ -296,10 +298,16 @@ def _score_batch(lm: LoadedModel, batch: list[_Row]) -> list[list[npt.NDArray[np
     if "sliding_attention" in layer_types and window:
         near = (pos[:, :, None] - pos[:, None, :]) < window
         attn = {"full_attention": attn, "sliding_attention": (mask & near[:, None]).to(dev)}
+    heads_t = torch.tensor(list(heads))  # flat indices into [B, T]
+    kw = {}
+    if lm.backend == "native":  # padding then costs attention only (`keep` in evalcore.native)
+        lens = torch.tensor([len(r.tokens) for r in batch])
+        kw["keep"] = (torch.arange(T)[None, :] < lens[:, None]).reshape(-1).nonzero()[:, 0].to(dev)
+        heads_t = (torch.cumsum(lens, 0) - lens)[heads_t // T] + heads_t % T  # ... into the kept tokens
     with torch.inference_mode(), _sdpa_gqa(lm):
         h = lm.model.base_model(input_ids=ids.to(dev), attention_mask=attn, position_ids=pos.to(dev),
-                                use_cache=False).last_hidden_state  # [B, T, H]
-        hs = h.reshape(B * T, -1)[torch.tensor(list(heads), device=h.device)]
+                                use_cache=False, **kw).last_hidden_state  # [B, T, H], or [1, N, H] unpadded
+        hs = h.reshape(-1, h.shape[-1])[heads_t.to(h.device)]
         lp = _head_logprobs(lm, hs, torch.tensor(targets), torch.tensor(head_row)).numpy()
     out: list[list[npt.NDArray[np.float64]]] = []
     o = 0
