@@ -75,6 +75,25 @@ def test_packed_rows_and_sliding_window_equal_transformers(pair, hellaswag):
             assert abs(x - y).max() < 5e-5
 
 
+def test_unpadded_batch_equals_padded(smol, gemma):
+    """`keep=`: the real tokens of a right-padded batch run as one sequence except in attention;
+    their hidden states equal the padded forward's (Gemma: 560-token rows, both of its RoPE bases)."""
+    g = torch.Generator().manual_seed(2)
+    for lm, T in ((smol, 40), (gemma, 560)):
+        lens = torch.tensor([T, T - 13, 7])
+        ids = torch.randint(5, 2000, (3, T), generator=g)
+        real = torch.arange(T)[None] < lens[:, None]
+        keep = real.reshape(-1).nonzero()[:, 0]
+        mask = (torch.arange(T)[:, None] >= torch.arange(T)[None]) & real[:, None, :]
+        mask = (mask | torch.eye(T, dtype=torch.bool))[:, None]
+        with torch.inference_mode():
+            body = lm.model.base_model
+            padded = body(input_ids=ids, attention_mask=mask).last_hidden_state
+            unpadded = body(input_ids=ids, attention_mask=mask, keep=keep).last_hidden_state
+        assert unpadded.shape == (1, int(lens.sum()), padded.shape[-1])
+        _close(unpadded[0], padded.reshape(-1, padded.shape[-1])[keep])
+
+
 def test_bfloat16_equals_transformers():
     for name in ("smollm2-135m", "gemma3-270m"):
         nat = load_model(name, device="cpu", dtype="bfloat16")
