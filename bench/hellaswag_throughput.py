@@ -64,9 +64,6 @@ t0 = time.perf_counter()
 out = lm.loglikelihood(inst, disable_tqdm=True)
 json.dump({"loglik": [o[0] for o in out], "seconds": time.perf_counter() - t0, "load": t_load}, open(out_path, "w"))
 """
-# evalcore's glibc malloc thresholds (evalcore.models.tune_cpu_allocator), as environment variables
-TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
-
 
 def run_lm_eval(folder, dtype, reqs, batch, *, tuned_malloc=False):
     """lm-eval's HF backend in a fresh interpreter, as its users run it: evalcore's process-wide
@@ -75,7 +72,11 @@ def run_lm_eval(folder, dtype, reqs, batch, *, tuned_malloc=False):
     with tempfile.TemporaryDirectory() as tmp:
         with open(f"{tmp}/reqs.json", "w") as f:
             json.dump(reqs, f)
-        env = {**os.environ, **(TUNED_MALLOC if tuned_malloc else {})}
+        env = dict(os.environ)
+        if tuned_malloc:  # evalcore.models.tune_cpu_allocator's thresholds, as glibc's environment variables
+            from evalcore.models import MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD
+
+            env.update(MALLOC_MMAP_THRESHOLD_=str(MALLOC_MMAP_THRESHOLD), MALLOC_TRIM_THRESHOLD_=str(MALLOC_TRIM_THRESHOLD))
         out = subprocess.run([sys.executable, "-c", PEER, folder, dtype, str(batch), f"{tmp}/reqs.json",
                               f"{tmp}/out.json"], env=env, capture_output=True, text=True)
         if out.returncode:

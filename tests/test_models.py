@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -290,8 +291,6 @@ def test_cpu_allocator_keeps_activation_pages(smol):
     """Loading a model for CPU sets glibc's malloc thresholds, so a second pass over the same
     batches reuses the pages of the first instead of faulting fresh ones in; EVALCORE_TUNE_MALLOC=0
     and a user's own MALLOC_* setting leave malloc alone."""
-    import os
-
     def run(**env):
         out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, cwd=ROOT, timeout=300,
                              env={**os.environ, **env}, check=True)

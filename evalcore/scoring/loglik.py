@@ -273,15 +273,15 @@ def _score_batch(lm: LoadedModel, batch: list[_Row]) -> list[list[npt.NDArray[np
     """One forward pass over packed rows (module docstring); per-token log-probs of each ending."""
     import torch
 
-    B, T = len(batch), max(len(r.tokens) for r in batch)
+    lens = [len(r.tokens) for r in batch]
+    B, T = len(batch), max(lens)
     ids = torch.zeros((B, T), dtype=torch.long)
     pos = torch.zeros((B, T), dtype=torch.long)
     end = torch.arange(1, T + 1).repeat(B, 1)  # padding: a subtree of itself alone
     heads: dict[int, int] = {}  # flat index b * T + t of each predicting hidden state -> head row
     head_row: list[int] = []  # per target, its head row
     targets: list[int] = []
-    for b, r in enumerate(batch):
-        n = len(r.tokens)
+    for b, (r, n) in enumerate(zip(batch, lens)):
         ids[b, :n] = torch.tensor(r.tokens)
         pos[b, :n] = torch.tensor(r.pos)
         end[b, :n] = torch.tensor(r.end)
@@ -301,9 +301,9 @@ def _score_batch(lm: LoadedModel, batch: list[_Row]) -> list[list[npt.NDArray[np
     heads_t = torch.tensor(list(heads))  # flat indices into [B, T]
     kw = {}
     if lm.backend == "native":  # padding then costs attention only (`keep` in evalcore.native)
-        lens = torch.tensor([len(r.tokens) for r in batch])
-        kw["keep"] = (torch.arange(T)[None, :] < lens[:, None]).reshape(-1).nonzero()[:, 0].to(dev)
-        heads_t = (torch.cumsum(lens, 0) - lens)[heads_t // T] + heads_t % T  # ... into the kept tokens
+        n = torch.tensor(lens)
+        kw["keep"] = (torch.arange(T)[None, :] < n[:, None]).reshape(-1).nonzero()[:, 0].to(dev)
+        heads_t = (torch.cumsum(n, 0) - n)[heads_t // T] + heads_t % T  # ... into the kept tokens
     with torch.inference_mode(), _sdpa_gqa(lm):
         h = lm.model.base_model(input_ids=ids.to(dev), attention_mask=attn, position_ids=pos.to(dev),
                                 use_cache=False, **kw).last_hidden_state  # [B, T, H], or [1, N, H] unpadded
