@@ -34,6 +34,7 @@ HELLASWAG_SIZE = 10042  # validation split, bundle and hub alike
 PREPROCESS_VERSION = "lm-eval-hellaswag-1"  # part of every stored result's key
 HUB_HELLASWAG = "Rowan/hellaswag"
 HUB_BOOLQ = "google/boolq"
+MAX_TEXT_BYTES = 5 * 2**20  # the one limit on a user's text, CLI and app (= .streamlit server.maxUploadSize, 5 MiB)
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ def check_text(text: str, *, what: str = "text") -> str:
     return text
 
 
-def read_text_file(path: str | Path, *, max_bytes: int = 5_000_000) -> str:
+def read_text_file(path: str | Path, *, max_bytes: int = MAX_TEXT_BYTES) -> str:
     """A UTF-8 text file's contents, with one-line errors for missing, binary, huge or non-UTF-8 files."""
     p = Path(path)
     try:
