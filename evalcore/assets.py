@@ -13,10 +13,13 @@ their own imports pull in things we don't install.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import importlib.metadata as md
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +64,51 @@ def cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "evalcore"
+
+
+def writable_cache_dir(*parts: str) -> Path:
+    """`cache_dir()/parts...`, created, after checking that files can be written there.
+
+    Raises AssetError in one line (what is wrong, what to do) for a cache path that is a file,
+    a read-only folder or a full disk, so that no slow work starts that could not be kept.
+    """
+    d = cache_dir().joinpath(*parts)
+    fix = "set EVALCORE_CACHE to a writable folder with free space"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".probe{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        why = ("a file is in the way" if e.errno in (errno.ENOTDIR, errno.EEXIST)
+               else "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+               else "read-only" if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else e.strerror or str(e))
+        raise AssetError(f"cannot write to the evalcore cache folder {str(d)!r} ({why}); {fix}") from None
+    return d
+
+
+@contextlib.contextmanager
+def cache_lock(folder: Path, name: str) -> Iterator[None]:
+    """An exclusive lock (flock on `folder/.name.lock`) held for the block: processes, torchrun
+    ranks and app sessions that build the same cached file wait for one another."""
+    import fcntl
+
+    with open(folder / f".{name}.lock", "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a small text file of ours whole or not at all (a temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def locate(asset: BundledFile) -> Path | None:

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import logging
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -39,8 +40,49 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line (no usage block), exit status 2; subcommands inherit it."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"evalcore: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer in [lo, hi]."""
+    def parse(v: str) -> int:
+        try:
+            x = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
+        if x < lo or (hi is not None and x > hi):
+            raise argparse.ArgumentTypeError(f"{x} is out of range: need {lo}.." + (f"{hi:,}" if hi is not None else ""))
+        return x
+    return parse
+
+
+def _float_in(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number in [lo, hi] (or (lo, hi] with lo_open); NaN and inf refused."""
+    import math
+
+    def parse(v: str) -> float:
+        try:
+            x = float(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
+        if not math.isfinite(x) or x < lo or x > hi or (lo_open and x == lo):
+            raise argparse.ArgumentTypeError(f"{v} is out of range: need a finite number in "
+                                             f"{'(' if lo_open else '['}{lo:g}, {hi:g}]")
+        return x
+    return parse
+
+
+DTYPES = ["auto", "float32", "bfloat16"]
+MAX_TOP_K = 10_000  # top-k agreement past this says nothing more; the model's vocabulary is checked at load
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evalcore", description="Measure how far a language model's text is from human text.")
+    p = _Parser(prog="evalcore", description="Measure how far a language model's text is from human text.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -54,55 +96,61 @@ def _parser() -> argparse.ArgumentParser:
     sel.add_argument("--indices", type=Path, help="JSON file with a list of row indices")
     sel.add_argument("--sample", type=int, help="N items sampled at random (with --seed)")
     h.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
-    h.add_argument("--out", type=Path, required=True, help="where to write the JSON result")
+    _out_arg(h)
 
     pp = sub.add_parser("perplexity", help="sliding-window perplexity, bits per token and bits per byte")
     _model_args(pp)
     _text_args(pp)
-    pp.add_argument("--max-length", type=int, default=1024, help="tokens per window (capped at the model's context)")
-    pp.add_argument("--stride", type=int, default=512, help="tokens between window starts (<= max length)")
+    pp.add_argument("--max-length", type=_int_in(2), default=1024,
+                    help="tokens per window (capped at the model's context; the JSON records the value used)")
+    pp.add_argument("--stride", type=_int_in(1), default=512, help="tokens between window starts (<= max length)")
     pp.add_argument("--per-token", action="store_true", help="include each text's token ids and NLLs in the JSON")
-    pp.add_argument("--out", type=Path, required=True, help="where to write the JSON result")
+    _out_arg(pp)
 
     k = sub.add_parser("kl", help="token-level KL between two models that share a tokenizer")
     k.add_argument("--model-p", required=True, help="model P (registry name, folder or hub id)")
     k.add_argument("--model-q", required=True, help="model Q; must share P's tokenizer")
     k.add_argument("--device", default="auto")
-    k.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-    k.add_argument("--dtype-q", default=None, choices=["auto", "float32", "bfloat16"],
+    k.add_argument("--dtype", default="auto", choices=DTYPES)
+    k.add_argument("--dtype-q", default=None, choices=DTYPES,
                    help="dtype for Q only (e.g. compare a model at float32 with itself at bfloat16)")
     _text_args(k)
-    k.add_argument("--top-k", type=int, default=10, help="k for top-k agreement")
-    k.add_argument("--max-length", type=int, default=1024, help="tokens of each text compared")
-    k.add_argument("--out", type=Path, required=True)
+    k.add_argument("--top-k", type=_int_in(1, MAX_TOP_K), default=10, help="k for top-k agreement (1..10,000)")
+    k.add_argument("--max-length", type=_int_in(2), default=1024, help="tokens of each text compared")
+    _out_arg(k)
 
     mv = sub.add_parser("mauve", help="MAUVE: features from .npy files, or human vs model HellaSwag text")
     mv.add_argument("--p-features", type=Path, help="P (human) features, .npy [n, dim]")
     mv.add_argument("--q-features", type=Path, help="Q (model) features, .npy [n, dim]")
     mv.add_argument("--model", help="model whose continuations of HellaSwag contexts form Q")
     mv.add_argument("--featurizer", default="minilm", help="minilm (bundled) or a causal LM name (last hidden state)")
-    mv.add_argument("--featurizer-dtype", default="float32", choices=["float32", "bfloat16"],
+    mv.add_argument("--featurizer-dtype", default="float32", choices=DTYPES[1:],
                     help="dtype of a causal-LM featurizer (default float32; bfloat16 is ~3x faster on CPUs "
                          "with AMX; features move ~2%%, and MAUVE moved by 0.0007 and 0.02 in two checks)")
     mv.add_argument("--limit", type=int, default=100, help="HellaSwag contexts (default 100)")
     mv.add_argument("--clusters", default="auto", help="k, or auto (= n/10 as mauve-text)")
-    mv.add_argument("--scaling", type=float, default=5.0, help="c in exp(-c KL) (default 5)")
+    mv.add_argument("--scaling", type=_float_in(0, 1e6, lo_open=True), default=5.0, help="c in exp(-c KL) (default 5)")
     mv.add_argument("--seed", type=int, default=25, help="PCA/k-means seed (mauve-text's default 25)")
-    mv.add_argument("--temperature", type=float, default=1.0)
-    mv.add_argument("--top-p", type=float, default=0.95)
-    mv.add_argument("--top-k", type=int, default=0)
-    mv.add_argument("--max-new-tokens", type=int, default=None, help="default: the gold ending's length")
+    mv.add_argument("--temperature", type=_float_in(0, 100), default=1.0, help="sampling temperature, 0 = greedy")
+    mv.add_argument("--top-p", type=_float_in(0, 1, lo_open=True), default=0.95, help="nucleus mass in (0, 1]; 1 = off")
+    mv.add_argument("--top-k", type=_int_in(0), default=0, help="sample from the k most likely tokens; 0 = off")
+    mv.add_argument("--max-new-tokens", type=_int_in(1, 4096), default=None, help="default: the gold ending's length")
     mv.add_argument("--device", default="auto")
-    mv.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    mv.add_argument("--dtype", default="auto", choices=DTYPES)
     _device_map_arg(mv)
     _backend_arg(mv)
     mv.add_argument("--store", type=Path, default=None)
-    mv.add_argument("--out", type=Path, required=True)
+    _out_arg(mv)
 
     sm = sub.add_parser("store-merge", help="copy the records of store files (e.g. one per node) into one store")
     sm.add_argument("sources", nargs="+", type=Path, help="store files to read (.sqlite)")
     sm.add_argument("--into", type=Path, required=True, help="store file to add them to (created if missing)")
     return p
+
+
+def _out_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True,
+                   help="where to write the JSON result; - for stdout (the summary line then goes to stderr)")
 
 
 def _device_map_arg(p: argparse.ArgumentParser) -> None:
@@ -136,10 +184,9 @@ def _texts(args: argparse.Namespace) -> list[str]:
 def _model_args(p: argparse.ArgumentParser, *, vllm: bool = False) -> None:
     p.add_argument("--model", required=True, help="registry name (see `evalcore models`), local folder or hub id")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                   help="auto: bfloat16 on CUDA, float32 on CPU")
-    p.add_argument("--batch-tokens", type=int, default=None, help="tokens per forward pass (default: automatic)")
-    p.add_argument("--batch-size", type=int, default=None, dest="batch_items",
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--batch-tokens", type=_int_in(1), default=None, help="tokens per forward pass (default: automatic)")
+    p.add_argument("--batch-size", type=_int_in(1), default=None, dest="batch_items",
                    help="items per batch (alternative to --batch-tokens; one packed row of ~100 tokens per HellaSwag item)")
     _device_map_arg(p)
     _backend_arg(p, vllm=vllm)
@@ -177,19 +224,57 @@ def _progress_bar(desc: str, *, enabled: bool = True):
     return bar, update
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+def _to_stdout(out: Path) -> bool:
+    """True when --out is `-` or names this process's stdout (/dev/stdout, /proc/self/fd/1, ...)."""
+    if str(out) == "-":
+        return True
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(obj, indent=1))
-        os.replace(tmp, path)
-    except OSError as e:  # disk full, read-only folder: one line; the results are in the store
+        a, b = os.stat(out), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _say(args: argparse.Namespace, line: str) -> None:
+    """The command's summary line: on stdout, or on stderr when the JSON goes to stdout."""
+    print(line, file=sys.stderr if _to_stdout(args.out) else sys.stdout)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """The JSON result to `path`: `-` is stdout; a regular file (or a symlink to one) is replaced
+    atomically; anything else that exists (a device such as /dev/null, a FIFO, a terminal) is
+    written through, never replaced. NaN and infinity are refused (they are not JSON)."""
+    try:
+        text = json.dumps(obj, indent=1, allow_nan=False) + "\n"
+    except ValueError:
+        raise EvalcoreError("the result holds a non-finite number (NaN or infinity); nothing was written. "
+                            "Rerun with -v to see which value") from None
+    if _to_stdout(path):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    real = Path(os.path.realpath(path))
+    hint = "give --out a writable path with free space (the results are in the store: a rerun reads them back)"
+    try:
+        st = real.stat()
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise EvalcoreError(f"--out {path} is a folder; give a file name, e.g. {Path(path) / 'result.json'}")
+    try:
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            with open(real, "w") as f:  # a device or pipe: write through, the node itself stays as it is
+                f.write(text)
+            return
+        real.parent.mkdir(parents=True, exist_ok=True)
+        tmp = real.with_name(f".{real.name}.tmp{os.getpid()}")
         try:
+            tmp.write_text(text)
+            os.replace(tmp, real)  # through a symlink: the file it points at is replaced, the link stays
+        finally:
             tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise EvalcoreError(f"cannot write {path}: {e.strerror or e}; give --out a writable path with free space "
-                            "(the results are in the store: a rerun reads them back)") from e
+    except OSError as e:  # disk full, read-only folder, /dev/full: one line; the results are in the store
+        raise EvalcoreError(f"cannot write {path}: {e.strerror or e}; {hint}") from e
 
 
 def _load_lm(args: argparse.Namespace, d: Dist) -> LoadedModel:
@@ -267,7 +352,7 @@ def cmd_hellaswag(args: argparse.Namespace) -> int:
             out["parallel"] = {"world": d.world, "backend": d.backend}
     _write_json(args.out, out)
     r = out["results"]
-    print(f"{lm.spec.name}: acc {r['acc']:.4f} ± {r['acc_stderr']:.4f}, acc_norm {r['acc_norm']:.4f} ± "
+    _say(args, f"{lm.spec.name}: acc {r['acc']:.4f} ± {r['acc_stderr']:.4f}, acc_norm {r['acc_norm']:.4f} ± "
           f"{r['acc_norm_stderr']:.4f} on {res.n} items ({res.cached_items} cached) -> {args.out}")
     return 0
 
@@ -293,7 +378,7 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
             out["parallel"] = {"world": d.world, "backend": d.backend}
     _write_json(args.out, out)
     m = res.metrics
-    print(f"{lm.spec.name}: perplexity {m.perplexity:.3f}, {m.bits_per_token:.3f} bits/token, {m.bits_per_byte:.4f} "
+    _say(args, f"{lm.spec.name}: perplexity {m.perplexity:.3f}, {m.bits_per_token:.3f} bits/token, {m.bits_per_byte:.4f} "
           f"bits/byte over {m.tokens} tokens of {len(texts)} texts -> {args.out}")
     return 0
 
@@ -315,7 +400,7 @@ def cmd_kl(args: argparse.Namespace) -> int:
     out = {"model_p": per_text[0].model_p, "model_q": per_text[0].model_q, **pooled, "positions": int(pos.sum()),
            "n_texts": len(texts), "units": "nats, mean over positions", "texts": summ}
     _write_json(args.out, out)
-    print(f"KL(P||Q) {pooled['kl_pq']:.4f}, KL(Q||P) {pooled['kl_qp']:.4f}, JS {pooled['js']:.4f} nats over "
+    _say(args, f"KL(P||Q) {pooled['kl_pq']:.4f}, KL(Q||P) {pooled['kl_qp']:.4f}, JS {pooled['js']:.4f} nats over "
           f"{int(pos.sum())} positions; top-1 agreement {pooled['top1_agreement']:.3f} -> {args.out}")
     return 0
 
@@ -369,7 +454,7 @@ def cmd_mauve(args: argparse.Namespace) -> int:
     res = lab.result(k)
     out = {**res.to_dict(), **meta, "mauve_ci95_bootstrap": list(lab.bootstrap(k)), "mauve_over_seeds": lab.seeds(k)}
     _write_json(args.out, out)
-    print(f"MAUVE {res.mauve:.4f} (MAUVE* {res.mauve_star:.4f}), k={res.num_buckets}, 95% CI "
+    _say(args, f"MAUVE {res.mauve:.4f} (MAUVE* {res.mauve_star:.4f}), k={res.num_buckets}, 95% CI "
           f"[{out['mauve_ci95_bootstrap'][0]:.3f}, {out['mauve_ci95_bootstrap'][1]:.3f}] -> {args.out}")
     return 0
 
@@ -393,8 +478,18 @@ def _check_early(args: argparse.Namespace) -> None:
 
     if args.cmd in ("perplexity", "kl") and args.max_length < 2:
         raise InputError(f"--max-length {args.max_length}: need at least 2 tokens per window")
-    if args.cmd == "perplexity" and args.stride < 1:
+    if args.cmd == "perplexity" and not 1 <= args.stride <= args.max_length:
         raise InputError(f"--stride {args.stride}: need 1 <= stride <= --max-length ({args.max_length})")
+    if getattr(args, "out", None) is not None:
+        _check_out(args)
+    if hasattr(args, "device"):
+        from evalcore.models import memory_limit_bytes, resolve_device
+
+        resolve_device(args.device)  # --device mps on a machine without it: now, not after loading
+        memory_limit_bytes()
+    for flag in ("model", "model_p", "model_q"):
+        if getattr(args, flag, None) is not None:
+            _check_model_name(getattr(args, flag))
     if args.cmd == "mauve":
         from evalcore.data import HELLASWAG_SIZE
         from evalcore.metrics.mauve import check_scaling
@@ -413,6 +508,62 @@ def _check_early(args: argparse.Namespace) -> None:
                 raise InputError(f"--clusters {k}: need 2..{2 * n} for {n} texts per side; try {max(2, n // 10)} or auto")
             for name in (args.model, *([args.featurizer] if args.featurizer != "minilm" else [])):
                 resolve_spec(name)
+
+
+def _check_model_name(name: str) -> None:
+    """A model name resolves (registry, folder, hub id); a local folder's config and safetensors
+    headers are sane. Headers only: a forged or damaged folder costs no wait."""
+    from evalcore import checkpoint
+    from evalcore.models import resolve_spec
+
+    spec = resolve_spec(name)
+    if spec.family == "local":
+        checkpoint.check_folder(Path(spec.name))
+
+
+def _store_path(args: argparse.Namespace) -> Path | None:
+    """The results store this command opens (its default under the cache folder), or None."""
+    from evalcore import assets
+
+    if args.cmd == "mauve" and (args.p_features or args.q_features):
+        return None
+    if not hasattr(args, "store"):
+        return None
+    return args.store or assets.cache_dir() / "results.sqlite"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet: compare where they would be
+        try:
+            return os.path.realpath(a) == os.path.realpath(b)
+        except (OSError, ValueError):
+            return False
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse an --out that is one of the command's inputs, its store (or the store's side
+    files), or a folder: writing the JSON there would destroy it."""
+    from evalcore.errors import InputError
+
+    out = args.out
+    if _to_stdout(out):
+        return
+    inputs: list[tuple[str, Path]] = []
+    for flag in ("text_file", "indices", "p_features", "q_features"):
+        v = getattr(args, flag, None)
+        if isinstance(v, Path):
+            inputs.append(("--" + flag.replace("_", "-"), v))
+    db = _store_path(args)
+    if db is not None:
+        inputs += [("--store", db)] + [("--store", Path(f"{db}{side}")) for side in ("-wal", "-shm")]
+    for flag, path in inputs:
+        if _same_file(out, path):
+            raise InputError(f"--out {out} is the same file as {flag} {path}; writing the result there would "
+                             "destroy it: give --out another file name")
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name, e.g. {out / 'result.json'}")
 
 
 def _int(v: str, flag: str) -> int:

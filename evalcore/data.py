@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +152,7 @@ def select_indices(n_total: int, *, limit: int | None = None, indices: list[int]
     if indices is not None:
         if isinstance(indices, (str, Path)):
             try:
-                indices = json.loads(Path(indices).read_text())
+                indices = json.loads(_read_bounded(Path(indices), MAX_TEXT_BYTES, what="indices file"))
             except (OSError, UnicodeDecodeError, ValueError) as e:
                 raise InputError(f"indices file {str(indices)!r} unreadable: {e}; give a JSON list of row numbers") from e
         if not isinstance(indices, list) or not indices or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
@@ -160,7 +161,9 @@ def select_indices(n_total: int, *, limit: int | None = None, indices: list[int]
         if bad:
             raise InputError(f"indices out of range: {bad[:5]}; valid rows are 0..{n_total - 1}")
         if len(set(indices)) != len(indices):
-            dup = sorted({i for i in indices if indices.count(i) > 1})[:5]
+            from collections import Counter
+
+            dup = sorted(i for i, c in Counter(indices).items() if c > 1)[:5]
             raise InputError(f"indices contain duplicates: {dup}; list each row once")
         return list(indices)
     return list(range(n_total))
@@ -197,14 +200,23 @@ def check_text(text: str, *, what: str = "text") -> str:
     return text
 
 
+def _read_bounded(p: Path, max_bytes: int, *, what: str) -> bytes:
+    """At most `max_bytes` of a file, pipe or device (/dev/stdin, /dev/zero): limit + 1 bytes are
+    read, so an endless source stops there and an over-long one is an InputError."""
+    if p.is_dir():
+        raise InputError(f"{what} {str(p)!r} is a folder; give a file")
+    with open(p, "rb") as f:
+        raw = f.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise InputError(f"{what} {str(p)!r} is more than {max_bytes:,} bytes (the limit); split it")
+    return raw
+
+
 def read_text_file(path: str | Path, *, max_bytes: int = MAX_TEXT_BYTES) -> str:
     """A UTF-8 text file's contents, with one-line errors for missing, binary, huge or non-UTF-8 files."""
     p = Path(path)
     try:
-        size = p.stat().st_size
-        if size > max_bytes:
-            raise InputError(f"text file {str(p)!r} is {size:,} bytes; the limit is {max_bytes:,}: split it")
-        raw = p.read_bytes()
+        raw = _read_bounded(p, max_bytes, what="text file")
     except OSError as e:
         raise InputError(f"cannot read text file {str(p)!r}: {e.strerror or e}") from e
     if b"\x00" in raw:  # before decoding: a binary file is rarely valid UTF-8, and "binary" says more
@@ -216,11 +228,43 @@ def read_text_file(path: str | Path, *, max_bytes: int = MAX_TEXT_BYTES) -> str:
     return check_text(text, what=f"text file {str(p)!r}")
 
 
+MAX_FEATURE_BYTES = 4 << 30  # 4 GiB: ~1M texts x 1024 float32 dims, far past what MAUVE's k-means needs
+
+
+def _check_npy_header(p: Path, side: str, hint: str) -> None:
+    """Read a .npy header before the array: a shape whose bytes exceed the file (forged or
+    truncated) or MAX_FEATURE_BYTES is refused without allocating it."""
+    try:
+        with open(p, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                return  # np.load words what else it is (.npz, pickle, text)
+            f.seek(0)
+            version = np.lib.format.read_magic(f)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                return
+            shape, _, dtype = readers[version](f)
+            offset = f.tell()
+            size = os.fstat(f.fileno()).st_size
+    except OSError as e:
+        raise InputError(f"cannot read {side} features {str(p)!r}: {e.strerror or e}; {hint}") from e
+    except (ValueError, TypeError, SyntaxError) as e:
+        raise InputError(f"{side} features {str(p)!r} have a malformed .npy header ({type(e).__name__}); {hint}") from None
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if need > MAX_FEATURE_BYTES:
+        raise InputError(f"{side} features {str(p)!r} claim shape {shape} ({need:,} bytes), past the "
+                         f"{MAX_FEATURE_BYTES:,}-byte limit; {hint}")
+    if need > size - offset:
+        raise InputError(f"{side} features {str(p)!r} claim shape {shape} ({need:,} bytes) but the file holds "
+                         f"{max(0, size - offset):,}: truncated or forged; {hint}")
+
+
 def read_features(path: str | Path, *, side: str = "P") -> npt.NDArray[np.float64]:
     """MAUVE features saved with `numpy.save`: a numeric array, with one-line errors for a
     missing, empty, pickled, .npz or non-numeric file (shape and NaN checks are the metric's)."""
     p = Path(path)
     hint = "save them with numpy.save(path, array), shape [n_texts, dim]"
+    _check_npy_header(p, side, hint)
     try:
         a = np.load(p, allow_pickle=False)
     except OSError as e:

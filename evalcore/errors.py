@@ -24,3 +24,24 @@ class InputError(EvalcoreError):
 
 class StoreError(EvalcoreError):
     """The results store cannot be read or written (read-only folder, disk full, corrupt file)."""
+
+
+class NonFiniteError(EvalcoreError):
+    """A computation gave NaN or infinity: never stored, never reported as a number."""
+
+
+def require_finite(values, what: str, fix: str = "") -> None:
+    """Raise NonFiniteError naming `what` and the first bad position when `values` hold NaN or inf.
+
+    `fix` says what to do; the default points at the model's weights, the usual cause.
+    """
+    import numpy as np
+
+    a = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = f" at position {at[0] if len(at) == 1 else at}" if a.ndim else ""
+        raise NonFiniteError(f"{what} is {a[bad][0]}{where}; nothing was stored. "
+                             + (fix or "The model gives non-finite numbers: rerun at --dtype float32, and if "
+                                       "that fails too its weights are damaged (reinstall or re-save them)"))

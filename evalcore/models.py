@@ -16,7 +16,6 @@ that has only pickle `.bin` checkpoints is refused).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalcore import assets
+from evalcore import assets, checkpoint
 from evalcore.errors import AssetError, InputError, ModelUnavailableError, UnknownModelError
 
 log = logging.getLogger(__name__)
@@ -106,11 +105,19 @@ def resolve_spec(name: str) -> ModelSpec:
     UnknownModelError
         For anything else; the message lists the registry names.
     """
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownModelError(f"empty model name; give a registry name ({', '.join(REGISTRY)}), a local folder "
+                                "or a hub id (owner/name)")
     if name in REGISTRY:
         return REGISTRY[name]
-    p = Path(name).expanduser()
-    if name.startswith((".", "/", "~")) or p.is_dir():
-        if not p.is_dir():
+    try:
+        p = Path(name).expanduser()
+        is_dir = p.is_dir()
+    except (RuntimeError, OSError, ValueError) as e:  # ~nosuchuser, a name too long for the filesystem
+        raise UnknownModelError(f"model {name!r} is not a usable path ({e}); give a registry name, a folder or a "
+                                "hub id") from None
+    if name.startswith((".", "/", "~")) or is_dir:
+        if not is_dir:
             raise UnknownModelError(f"model folder {name!r} does not exist; give a folder with "
                                     "config.json and *.safetensors, or a registry name")
         return ModelSpec(str(p.resolve()), "local", 0, f"local:{p.resolve()}", "", note="local folder")
@@ -158,7 +165,7 @@ def availability(spec: ModelSpec) -> Availability:
     """Where `load_model` would take this model from, touching no network."""
     if spec.family == "local":
         return Availability(True, "local", spec.name)
-    if spec.bundle and _is_complete(converted_dir(spec)):
+    if spec.bundle and _is_complete(converted_dir(spec), verify=False):
         return Availability(True, "converted cache", str(converted_dir(spec)))
     if spec.bundle and _bundle_installed(spec):
         return Availability(True, "bundle", "bundled GGUF; converted to safetensors on first load")
@@ -227,6 +234,13 @@ def resolve_device(device: str = "auto") -> str:
         return "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelUnavailableError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelUnavailableError("device 'mps' requested but Apple's MPS is not available here; use --device cpu")
+    if device.startswith("cuda:"):
+        n = device.split(":", 1)[1]
+        if not n.isdigit() or int(n) >= torch.cuda.device_count():
+            raise ModelUnavailableError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                                        "device(s); use cuda:0 .. cuda:N-1 or cuda")
     if device not in {"cpu", "mps"} and not device.startswith("cuda"):
         raise ModelUnavailableError(f"unknown device {device!r}; use auto, cpu, cuda or mps")
     return device
@@ -343,6 +357,12 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
             raise ModelUnavailableError(f"model folder {folder} is unreadable ({e}); re-save it with "
                                         "`save_pretrained(dir, safe_serialization=True)`") from e
         raise ModelUnavailableError(_hub_error(spec, e)) from e
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError, IndexError) as e:
+        # transformers' own refusal of a config or checkpoint it cannot build (its message can be pages long)
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ModelUnavailableError(f"model {spec.name!r} cannot be loaded ({type(e).__name__}: {first}); give a "
+                                    "folder saved with `save_pretrained`, with its own config and tokenizer") from e
+    check_vocabulary(spec, model, tok)
     if not fingerprint:
         fingerprint = (spec.hub_id and _hub_commit(spec.hub_id, revision)) or "unknown"
     dt = time.perf_counter() - t0
@@ -350,8 +370,7 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
     return LoadedModel(spec, model, tok, device, dtype, fingerprint, folder, dt, backend=kind)
 
 
-HUB_FILES = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*",
-             "special_tokens_map.json", "vocab.json", "merges.txt", "*.model", "added_tokens.json"]
+HUB_FILES = list(checkpoint.MODEL_FILES)
 
 
 def _hub_commit(hub_id: str, revision: str | None = None) -> str | None:
@@ -394,7 +413,17 @@ def _load_transformers(folder: str, device: str, dtype: str, revision: str | Non
         kwargs["revision"] = revision
     if device_map is not None:
         kwargs["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    model, info = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True, **kwargs)
+    from evalcore.checkpoint import check_weight_keys
+
+    # transformers initialises a missing weight at random and goes on; evalcore refuses
+    missing, unexpected = set(info.get("missing_keys") or ()), set(info.get("unexpected_keys") or ())
+    mismatched = info.get("mismatched_keys") or ()
+    if mismatched:
+        raise ModelUnavailableError(f"model {folder!r}: {len(mismatched)} weight(s) have the wrong shape for "
+                                    f"config.json ({', '.join(str(m[0]) for m in list(mismatched)[:3])}); give a "
+                                    "complete checkpoint with its own config")
+    check_weight_keys(folder, missing, unexpected)  # found = unexpected, expected = missing: both must be empty
     model.eval()
     fuse_rms_norms(model)
     if device_map is None:  # with a device map accelerate has placed the layers (and moves inputs between them)
@@ -448,6 +477,19 @@ def fuse_rms_norms(model: Any) -> int:
     return n
 
 
+def check_vocabulary(spec: ModelSpec, model: Any, tok: Any) -> None:
+    """Refuse a tokenizer that emits ids the model has no embedding row for (an index error, or
+    another model's numbers, at the first such token)."""
+    try:
+        rows = model.get_input_embeddings().weight.shape[0]
+    except AttributeError:  # a model without an embedding matrix: nothing to compare
+        return
+    top = max(tok.get_vocab().values(), default=-1) + 1
+    if top > rows:
+        raise ModelUnavailableError(f"model {spec.name!r}: its tokenizer has ids up to {top - 1} but the model has "
+                                    f"{rows} embedding rows; give the tokenizer files that belong to these weights")
+
+
 def _hub_error(spec: ModelSpec, e: Exception) -> str:
     if hub_offline():
         return (f"model {spec.name!r} is not available offline (HF_HUB_OFFLINE=1 and not in the hub "
@@ -460,19 +502,8 @@ def _weights_source(spec: ModelSpec) -> tuple[str, str, str | None]:
     """(folder or hub id, fingerprint, revision) for `from_pretrained`."""
     if spec.family == "local":
         folder = Path(spec.name)
-        st = sorted(folder.glob("*.safetensors"))
-        if not st:
-            bins = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
-            what = f"only pickle checkpoints ({', '.join(bins)})" if bins else "no *.safetensors file"
-            raise ModelUnavailableError(
-                f"model folder {folder} has {what}; evalcore loads safetensors only (pickle files can run "
-                "code): convert with `model.save_pretrained(dir, safe_serialization=True)`")
-        h = hashlib.sha256()
-        for p in [folder / "config.json", *st]:
-            if p.exists():
-                s = p.stat()
-                h.update(f"{p.name}:{s.st_size}:{s.st_mtime_ns};".encode())
-        return str(folder), "local-" + h.hexdigest()[:16], None
+        checkpoint.check_folder(folder)  # config, custom code, safetensors headers: before any weight is read
+        return str(folder), checkpoint.folder_fingerprint(folder), None
     if spec.bundle and _bundle_installed(spec):
         folder = ensure_converted(spec)
         meta = json.loads((folder / "evalcore-meta.json").read_text())
@@ -491,27 +522,75 @@ def _gguf_path(spec: ModelSpec) -> tuple[Path, str]:
     return p, assets.sha256_file(p)
 
 
-def _is_complete(folder: Path) -> bool:
-    """A converted folder is complete when its meta (written last) lists files of the right sizes."""
+def _file_record(p: Path) -> dict[str, Any]:
+    st = p.stat()
+    return {"size": st.st_size, "sha256": checkpoint.sha256_of(p), "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+
+
+def _is_complete(folder: Path, *, verify: bool = True) -> bool:
+    """A converted folder is complete when its meta (written last) lists each file with the size,
+    mtime, inode and SHA-256 it had when converted. A file whose size, mtime or inode differ
+    from the record is hashed again: equal bytes renew the record, other bytes (changed in
+    place) make the folder incomplete, so it is rebuilt. `verify=False` checks sizes only."""
     meta_p = folder / "evalcore-meta.json"
     try:
         meta = json.loads(meta_p.read_text())
-        return all((folder / n).stat().st_size == s for n, s in meta["files"].items())
-    except (OSError, ValueError, KeyError):
+        files = meta["files"]
+        if meta.get("convert_version") != CONVERT_VERSION or not files:
+            return False
+        renewed = False
+        for name, rec in files.items():
+            p = folder / name
+            st = p.stat()
+            if not isinstance(rec, dict) or st.st_size != rec["size"]:
+                return False
+            if not verify or (st.st_mtime_ns, st.st_ino) == (rec["mtime_ns"], rec["ino"]):
+                continue
+            if checkpoint.sha256_of(p) != rec["sha256"]:
+                log.warning("converted cache %s: %s changed since conversion (SHA-256 differs)", folder, name)
+                return False
+            files[name] = {**rec, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+            renewed = True
+        if renewed:
+            try:
+                assets.write_atomic(meta_p, json.dumps(meta, indent=1))
+            except OSError:  # read-only cache: the bytes were checked; the next load checks again
+                pass
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def _clean_stale_conversions(spec: ModelSpec) -> None:
+    """Remove temporary folders of conversions killed part-way (`.NAME.tmpPID`). Called with the
+    conversion lock held, so no live conversion of this model is writing one."""
+    for tmp in converted_dir(spec).parent.glob(f".{converted_dir(spec).name}.tmp*"):
+        log.info("removing %s, left by a conversion that was interrupted", tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def ensure_converted(spec: ModelSpec) -> Path:
     """Convert a bundled GGUF to safetensors once; return the cache folder.
 
-    A half-written or truncated cache (meta missing, file sizes wrong) is rebuilt.
-    The conversion is written to a temporary folder and renamed into place.
+    A half-written, truncated or changed cache (meta missing, a size or SHA-256 that is not
+    the recorded one) is rebuilt. Processes, ranks and app sessions converting the same model
+    wait for one another on a file lock; the conversion is written to a temporary folder and
+    renamed into place, and temporary folders of interrupted conversions are removed.
     """
     out = converted_dir(spec)
     if _is_complete(out):
         return out
-    if out.exists():
-        log.warning("converted cache %s is incomplete or corrupt; rebuilding", out)
+    models_dir = assets.writable_cache_dir("models")  # before the slow part: a cache we cannot write fails now
+    with assets.cache_lock(models_dir, out.name):
+        if _is_complete(out):  # another process converted it while we waited
+            return out
+        _clean_stale_conversions(spec)
+        if out.exists():
+            log.warning("converted cache %s is incomplete or corrupt; rebuilding", out)
+        return _convert(spec, out)
+
+
+def _convert(spec: ModelSpec, out: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -528,17 +607,19 @@ def ensure_converted(spec: ModelSpec) -> Path:
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
-    meta = {"gguf": str(gguf), "gguf_sha256": sha, "convert_version": CONVERT_VERSION,
-            "seconds": round(time.perf_counter() - t0, 2), "files": files}
-    (tmp / "evalcore-meta.json").write_text(json.dumps(meta, indent=1))
-    shutil.rmtree(out, ignore_errors=True)
     try:
-        os.replace(tmp, out)
-    except OSError:  # another process won the race; use its copy
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        files = {p.name: _file_record(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        meta = {"gguf": str(gguf), "gguf_sha256": sha, "convert_version": CONVERT_VERSION,
+                "seconds": round(time.perf_counter() - t0, 2), "files": files}
+        (tmp / "evalcore-meta.json").write_text(json.dumps(meta, indent=1))
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)  # rename keeps each file's inode and mtime, so the record stays true
+    except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise AssetError(f"cannot write the converted {spec.name} to {out.parent}: {e.strerror or e}; set "
+                         "EVALCORE_CACHE to a writable folder with ~2 GB free") from None
     log.info("converted %s to safetensors in %.1fs", spec.name, meta["seconds"])
     return out
 
@@ -602,6 +683,17 @@ def allowed_model_dirs() -> list[Path]:
     return [r.expanduser().resolve() for r in roots]
 
 
+def _looks_like_path(name: str) -> bool:
+    """A name the loader would read from disk: path syntax, or anything that exists there
+    (`owner/name` is a hub id only when no such folder exists)."""
+    if name.startswith((".", "/", "~")) or "\\" in name or ".." in name.split("/"):
+        return True
+    try:
+        return os.path.lexists(name)
+    except (OSError, ValueError):
+        return True
+
+
 def check_app_model(name: str) -> str:
     """Validate a model name typed into the app; return it, or raise with what to do.
 
@@ -609,8 +701,12 @@ def check_app_model(name: str) -> str:
     server's files); a hub id must be well formed and, offline, already in the hub cache.
     Touches no network.
     """
-    if name.startswith((".", "/", "~")):
-        p = Path(name).expanduser().resolve()
+    if name not in REGISTRY and _looks_like_path(name):
+        try:
+            p = Path(name).expanduser().resolve()  # symlinks followed and ".." removed before the check
+        except (RuntimeError, OSError, ValueError):
+            raise InputError(f"{name!r} is not a usable folder name; give a hub id or a folder inside "
+                             f"{', '.join(map(str, allowed_model_dirs()))}") from None
         roots = allowed_model_dirs()
         if not any(p.is_relative_to(r) for r in roots):
             raise InputError(f"folder {name!r} is outside the folders this app may read "
@@ -630,19 +726,8 @@ _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 def _safetensors_params(files: list[Path]) -> int:
-    """Parameter count from safetensors headers (8-byte length + JSON), reading no weights."""
-    n = 0
-    for f in files:
-        with open(f, "rb") as fh:
-            size = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(size))
-        for k, v in header.items():
-            if k != "__metadata__":
-                count = 1
-                for d in v["shape"]:
-                    count *= d
-                n += count
-    return n
+    """Parameter count from checked safetensors headers, reading no weights."""
+    return sum(checkpoint.tensor_count(checkpoint.safetensors_header(f)) for f in files)
 
 
 def parameter_count(spec: ModelSpec, folder: str) -> int | None:
@@ -678,13 +763,26 @@ def free_memory_bytes(device: str) -> int:
                     free = int(line.split()[1]) * 1024
         except OSError:  # not Linux: no refusal
             pass
+    limit = memory_limit_bytes()
+    return free if limit is None else min(free, limit)
+
+
+def memory_limit_bytes() -> int | None:
+    """EVALCORE_MEMORY_LIMIT_GB in bytes (None when unset); anything but a finite positive number
+    of GiB is an InputError."""
+    import math
+
     limit = os.environ.get("EVALCORE_MEMORY_LIMIT_GB", "").strip()
-    if limit:
-        try:
-            free = min(free, int(float(limit) * 2**30))
-        except ValueError:
-            raise InputError(f"EVALCORE_MEMORY_LIMIT_GB={limit!r} is not a number of GiB, e.g. 2.5") from None
-    return free
+    if not limit:
+        return None
+    try:
+        gb = float(limit)
+    except ValueError:
+        gb = float("nan")
+    if not math.isfinite(gb) or gb <= 0 or gb > 2**30:
+        raise InputError(f"EVALCORE_MEMORY_LIMIT_GB={limit!r} is not a positive number of GiB; give e.g. 2.5, "
+                         "or unset it for no limit")
+    return int(gb * 2**30)
 
 
 def check_memory(spec: ModelSpec, folder: str, dtype: str, device: str) -> None:

@@ -50,6 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 ARCHITECTURES = ("llama", "gemma3_text")
+REQUIRED_CONFIG = ("hidden_size", "num_attention_heads", "num_hidden_layers",
+                   "intermediate_size", "vocab_size", "rms_norm_eps")
 
 
 # ----------------------------------------------------------------------------- config
@@ -60,8 +62,18 @@ def read_config(folder: str | Path) -> SimpleNamespace | None:
         raw = json.loads((Path(folder) / "config.json").read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(raw, dict) or raw.get("model_type") not in ARCHITECTURES:
+        return None
+    lacking = [k for k in REQUIRED_CONFIG if not isinstance(raw.get(k), (int, float)) or isinstance(raw.get(k), bool)
+               or raw[k] <= 0]
+    if lacking:
+        from evalcore.errors import ModelUnavailableError
+
+        raise ModelUnavailableError(f"model folder {str(folder)!r}: config.json lacks a positive {lacking[0]}; "
+                                    "give the model's own config.json")
+    raw.setdefault("num_key_value_heads", raw["num_attention_heads"])  # transformers' default
     cfg = SimpleNamespace(**raw)
-    if raw.get("model_type") not in ARCHITECTURES or unsupported(cfg):
+    if unsupported(cfg):
         return None
     cfg.head_dim = raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"]
     cfg.rope_theta_by_type = _rope_thetas(raw)
@@ -379,6 +391,9 @@ class NativeCausalLM(nn.Module):
     def base_model(self) -> Body:
         return self.model
 
+    def get_input_embeddings(self) -> Embedding:
+        return self.model.embed_tokens
+
     def get_output_embeddings(self) -> Linear:
         return self.lm_head
 
@@ -400,6 +415,9 @@ def load(folder: str | Path, dtype: str, device: str) -> NativeCausalLM | None:
     An unreadable weights file raises safetensors' error (`models._load` words it)."""
     from safetensors.torch import load_file
 
+    from evalcore.checkpoint import check_weight_keys
+    from evalcore.errors import ModelUnavailableError
+
     cfg = read_config(folder)
     files = sorted(Path(folder).glob("*.safetensors"))
     if cfg is None or not files:
@@ -407,20 +425,24 @@ def load(folder: str | Path, dtype: str, device: str) -> NativeCausalLM | None:
     sd: dict[str, torch.Tensor] = {}
     for f in files:
         sd.update(load_file(str(f)))
-    if "lm_head.weight" not in sd:
-        if not getattr(cfg, "tie_word_embeddings", True):
-            return None
-        if "model.embed_tokens.weight" not in sd:
-            return None
-        sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
     try:
         gen = json.loads((Path(folder) / "generation_config.json").read_text())
     except (OSError, ValueError):
         gen = {}
+    if not isinstance(gen, dict):
+        gen = {}
     gen.setdefault("eos_token_id", getattr(cfg, "eos_token_id", None))
-    model = NativeCausalLM(cfg, gen)
-    if set(sd) != set(model.state_dict()):
-        return None
+    model = NativeCausalLM(cfg, gen)  # parameters on the meta device: names and shapes; the tensors are assigned below
+    expected = model.state_dict()
+    tied = ["lm_head.weight"] if getattr(cfg, "tie_word_embeddings", True) else []
+    check_weight_keys(folder, expected, sd, tied=tied)  # a missing weight must never be a random one
+    sd = {k: v for k, v in sd.items() if k in expected}  # ignorable extras (RoPE buffers) are not loaded
+    bad = [k for k, v in sd.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if bad:
+        raise ModelUnavailableError(f"model folder {str(folder)!r}: {len(bad)} weight(s) have the wrong shape for "
+                                    f"config.json ({', '.join(bad[:3])}); give the config that belongs to the weights")
+    if "lm_head.weight" not in sd:
+        sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
     tied = sd["lm_head.weight"] is sd["model.embed_tokens.weight"]
     model.load_state_dict(sd, assign=True, strict=True)
     if tied:  # one tensor, so `to(dtype)` below does not make two copies of a 262k-row matrix

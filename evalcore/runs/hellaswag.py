@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from evalcore.data import HellaSwag, HellaSwagItem
+from evalcore.errors import require_finite
 from evalcore.metrics import hellaswag as hsm
 from evalcore.models import LoadedModel
 from evalcore.store import Store, record_key
@@ -111,6 +112,7 @@ def run_hellaswag(
             for b, per_cont in zip(batch_idx, lps):
                 it = items[b]
                 ll = [float(x.sum()) for x in per_cont]
+                require_finite(ll, f"HellaSwag item {it.index}: an ending's log-likelihood")
                 cl = [len(c) for c in it.choices]
                 pred, pred_norm = (int(v[0]) for v in hsm.predictions([ll], [cl]))
                 r = HellaSwagItemResult(it.index, it.label, ll, cl, pred, pred_norm, [len(x) for x in per_cont])

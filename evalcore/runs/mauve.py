@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from evalcore.data import HellaSwag
-from evalcore.errors import InputError
+from evalcore.errors import InputError, require_finite
 from evalcore.metrics import mauve as M
 from evalcore.models import LoadedModel
 from evalcore.runs.hellaswag import Progress
@@ -71,6 +71,7 @@ def features(featurizer: LoadedModel, texts: Sequence[str], *, kind: str, store:
     todo = [i for i, k in enumerate(keys) if k not in found]
     if todo:
         f = scoring.featurize(featurizer, [texts[i] for i in todo], kind=kind)
+        require_finite(f, f"the features of {featurizer.spec.name} ([text, dim])")
         new = {keys[i]: f[j].tolist() for j, i in enumerate(todo)}
         store.put_many("features", new)
         found.update(new)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from evalcore.errors import require_finite
 from evalcore.metrics.perplexity import Perplexity
 from evalcore.models import LoadedModel
 from evalcore.runs.hellaswag import Progress
@@ -65,6 +66,12 @@ def run_perplexity(lm: LoadedModel, texts: Sequence[str], *, max_length: int = 1
     if not texts:
         raise InputError("no texts given; give at least one text")
     texts = [check_text(t, what=f"text {i}") for i, t in enumerate(texts)]
+    from evalcore.scoring.windows import context_limit
+
+    if max_length < 2 or not 1 <= stride <= max_length:
+        raise InputError(f"max_length={max_length}, stride={stride}: need 2 <= max_length and 1 <= stride <= max_length")
+    max_length = min(max_length, context_limit(lm))  # the windows the model can take, as recorded and keyed
+    stride = min(stride, max_length)
     settings = {"max_length": max_length, "stride": stride}
     keys = [record_key(op="perplexity", model=lm.identity(), text=hashlib.sha256(t.encode()).hexdigest(),
                        **settings) for t in texts]
@@ -85,6 +92,7 @@ def run_perplexity(lm: LoadedModel, texts: Sequence[str], *, max_length: int = 1
             new = {}
             for j, nll in zip(chunk, nlls):
                 i = todo[j]
+                require_finite(nll, f"text {i}: a token's NLL")
                 out[i] = TextNLL(list(ids[j]), [float(x) for x in nll], len(texts[i].encode("utf-8")))
                 new[keys[i]] = asdict(out[i])
             store.put_many("perplexity", new)
@@ -166,8 +174,15 @@ def run_token_kl(lm_p: LoadedModel, lm_q: LoadedModel, text: str, *, k: int = 10
     from evalcore.data import check_text
 
     check_same_tokenizer(lm_p, lm_q)
+    vocab = len(lm_p.tokenizer.get_vocab())
+    if not 1 <= k <= vocab:
+        from evalcore.errors import InputError
+
+        raise InputError(f"top-k {k}: need 1 <= k <= the vocabulary ({vocab:,} tokens); the usual is 10")
     ids = lm_p.tokenizer(check_text(text)).input_ids
     d = scoring.token_divergences(lm_p, lm_q, ids, k=k, max_length=max_length)
+    for name in ("kl_pq", "kl_qp", "js"):
+        require_finite(getattr(d, name), f"token-level {name}")
     toks = [lm_p.tokenizer.decode([t]) for t in ids[1 : len(d.kl_pq) + 1]]
     return TokenKLResult({**lm_p.identity()}, {**lm_q.identity()}, toks, d.kl_pq.tolist(), d.kl_qp.tolist(),
                          d.js.tolist(), d.top1_agree.tolist(), d.topk_overlap.tolist(), k)

@@ -12,6 +12,7 @@ temperature 0 is greedy.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -30,9 +31,9 @@ class Decoding:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise InputError(f"temperature={self.temperature}: must be >= 0 (0 = greedy)")
-        if not 0 < self.top_p <= 1:
+        if not (math.isfinite(self.temperature) and 0 <= self.temperature <= 100):
+            raise InputError(f"temperature={self.temperature}: must be a number in [0, 100] (0 = greedy)")
+        if not 0 < self.top_p <= 1:  # NaN fails this too
             raise InputError(f"top_p={self.top_p}: must be in (0, 1]")
         if self.top_k < 0 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
             raise InputError("top_k must be >= 0 and max_new_tokens >= 1")

@@ -76,7 +76,7 @@ def token_nlls(
 
     from evalcore.scoring.loglik import _head_logprobs, auto_batch_tokens
 
-    max_length = min(max_length, _context_limit(lm))
+    max_length = min(max_length, context_limit(lm))
     stride = min(stride, max_length)
     jobs = [(t, w) for t, ids in enumerate(texts_ids) for w in windows(len(ids), max_length=max_length, stride=stride)]
     jobs.sort(key=lambda j: -(j[1].end - j[1].start))
@@ -114,7 +114,7 @@ def token_nlls(
     return [np.concatenate([d[k] for k in sorted(d)]) if d else np.empty(0) for d in per_text]
 
 
-def _context_limit(lm: LoadedModel) -> int:
+def context_limit(lm: LoadedModel) -> int:
     cfg = lm.model.config
     return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048))
 
@@ -141,7 +141,7 @@ def token_divergences(lm_a: LoadedModel, lm_b: LoadedModel, ids: Sequence[int], 
 
     from evalcore.scoring.loglik import head_log_probs
 
-    ids = list(ids)[: min(max_length, _context_limit(lm_a), _context_limit(lm_b))]
+    ids = list(ids)[: min(max_length, context_limit(lm_a), context_limit(lm_b))]
     if len(ids) < 2:
         raise InputError("text is shorter than two tokens; give a longer text")
     out: dict[str, list] = {"kl_pq": [], "kl_qp": [], "js": [], "top1": [], "topk": []}
