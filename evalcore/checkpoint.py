@@ -112,6 +112,25 @@ def tensor_count(header: dict[str, Any]) -> int:
     return n
 
 
+NATIVE_CONFIG = {  # what evalcore's own forward (evalcore.native) reads from config.json, per architecture
+    "llama": ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size",
+              "rms_norm_eps"),
+    "gemma3_text": ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size",
+                    "rms_norm_eps"),
+}
+
+
+def check_native_config(folder: Path | str, cfg: dict[str, Any]) -> None:
+    """The numbers evalcore's own forward needs are in config.json, positive and finite."""
+    import math
+
+    for k in NATIVE_CONFIG.get(cfg.get("model_type"), ()):
+        v = cfg.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise _fail(folder, f"config.json lacks a positive {k} (has {str(v)[:20]})",
+                        "give the model's own config.json")
+
+
 def read_config(folder: Path) -> dict[str, Any]:
     """config.json as a dict, refused when missing, not a JSON object, or asking for custom code."""
     p = folder / "config.json"
@@ -131,6 +150,7 @@ def read_config(folder: Path) -> dict[str, Any]:
     if "auto_map" in cfg:
         raise _fail(folder, "config.json asks to run the folder's own Python code (auto_map)",
                     "evalcore never runs code from a model folder; use a model that transformers implements")
+    check_native_config(folder, cfg)
     return cfg
 
 

@@ -56,7 +56,8 @@ def _int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
         if x < lo or (hi is not None and x > hi):
-            raise argparse.ArgumentTypeError(f"{x} is out of range: need {lo}.." + (f"{hi:,}" if hi is not None else ""))
+            raise argparse.ArgumentTypeError(f"{x} is out of range: need an integer "
+                                             + (f"in {lo}..{hi:,}" if hi is not None else f">= {lo}"))
         return x
     return parse
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from evalcore import assets, checkpoint
-from evalcore.errors import AssetError, InputError, ModelUnavailableError, UnknownModelError
+from evalcore.errors import AssetError, EvalcoreError, InputError, ModelUnavailableError, UnknownModelError
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +312,12 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", device_m
     spec = resolve_spec(name)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    key = (spec.name, dev, dt, device_map, backend)
+    # a local folder is keyed by its content too: after its files change, the next call loads them again
+    content = ""
+    if spec.family == "local":
+        checkpoint.check_folder(Path(spec.name))  # headers only, before any file is hashed or read
+        content = checkpoint.folder_fingerprint(Path(spec.name))
+    key = (spec.name, content, dev, dt, device_map, backend)
     with _LOCK:
         if key not in _LOADED:
             _LOADED[key] = _load(spec, dev, dt, device_map=device_map, backend=backend)
@@ -357,9 +362,13 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
             raise ModelUnavailableError(f"model folder {folder} is unreadable ({e}); re-save it with "
                                         "`save_pretrained(dir, safe_serialization=True)`") from e
         raise ModelUnavailableError(_hub_error(spec, e)) from e
-    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError, IndexError) as e:
-        # transformers' own refusal of a config or checkpoint it cannot build (its message can be pages long)
-        first = (str(e).strip().splitlines() or [""])[0][:200]
+    except EvalcoreError:
+        raise
+    except Exception as e:  # noqa: BLE001 - transformers' or tokenizers' refusal of a config, tokenizer or checkpoint
+        if spec.family != "local" and not isinstance(e, (ValueError, KeyError, TypeError, RuntimeError, AttributeError,
+                                                          IndexError)):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:200]  # their messages can be pages long
         raise ModelUnavailableError(f"model {spec.name!r} cannot be loaded ({type(e).__name__}: {first}); give a "
                                     "folder saved with `save_pretrained`, with its own config and tokenizer") from e
     check_vocabulary(spec, model, tok)
@@ -524,14 +533,16 @@ def _gguf_path(spec: ModelSpec) -> tuple[Path, str]:
 
 def _file_record(p: Path) -> dict[str, Any]:
     st = p.stat()
-    return {"size": st.st_size, "sha256": checkpoint.sha256_of(p), "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+    return {"size": st.st_size, "sha256": checkpoint.sha256_of(p), "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "ino": st.st_ino}
 
 
 def _is_complete(folder: Path, *, verify: bool = True) -> bool:
     """A converted folder is complete when its meta (written last) lists each file with the size,
-    mtime, inode and SHA-256 it had when converted. A file whose size, mtime or inode differ
-    from the record is hashed again: equal bytes renew the record, other bytes (changed in
-    place) make the folder incomplete, so it is rebuilt. `verify=False` checks sizes only."""
+    mtime, ctime, inode and SHA-256 it had when converted. A file whose size, mtime, ctime or
+    inode differ from the record is hashed again: equal bytes renew the record, other bytes
+    (changed in place, even with its mtime set back) make the folder incomplete, so it is
+    rebuilt. `verify=False` checks sizes only."""
     meta_p = folder / "evalcore-meta.json"
     try:
         meta = json.loads(meta_p.read_text())
@@ -544,12 +555,13 @@ def _is_complete(folder: Path, *, verify: bool = True) -> bool:
             st = p.stat()
             if not isinstance(rec, dict) or st.st_size != rec["size"]:
                 return False
-            if not verify or (st.st_mtime_ns, st.st_ino) == (rec["mtime_ns"], rec["ino"]):
+            if not verify or (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == (rec["mtime_ns"], rec.get("ctime_ns"),
+                                                                               rec["ino"]):
                 continue
             if checkpoint.sha256_of(p) != rec["sha256"]:
                 log.warning("converted cache %s: %s changed since conversion (SHA-256 differs)", folder, name)
                 return False
-            files[name] = {**rec, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+            files[name] = {**rec, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
             renewed = True
         if renewed:
             try:
@@ -615,7 +627,7 @@ def _convert(spec: ModelSpec, out: Path) -> Path:
                 "seconds": round(time.perf_counter() - t0, 2), "files": files}
         (tmp / "evalcore-meta.json").write_text(json.dumps(meta, indent=1))
         shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)  # rename keeps each file's inode and mtime, so the record stays true
+        os.replace(tmp, out)  # renaming the folder keeps each file's inode, mtime and ctime: the record stays true
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise AssetError(f"cannot write the converted {spec.name} to {out.parent}: {e.strerror or e}; set "

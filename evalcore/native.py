@@ -50,8 +50,6 @@ import torch.nn.functional as F
 from torch import nn
 
 ARCHITECTURES = ("llama", "gemma3_text")
-REQUIRED_CONFIG = ("hidden_size", "num_attention_heads", "num_hidden_layers",
-                   "intermediate_size", "vocab_size", "rms_norm_eps")
 
 
 # ----------------------------------------------------------------------------- config
@@ -64,13 +62,9 @@ def read_config(folder: str | Path) -> SimpleNamespace | None:
         return None
     if not isinstance(raw, dict) or raw.get("model_type") not in ARCHITECTURES:
         return None
-    lacking = [k for k in REQUIRED_CONFIG if not isinstance(raw.get(k), (int, float)) or isinstance(raw.get(k), bool)
-               or raw[k] <= 0]
-    if lacking:
-        from evalcore.errors import ModelUnavailableError
+    from evalcore.checkpoint import check_native_config
 
-        raise ModelUnavailableError(f"model folder {str(folder)!r}: config.json lacks a positive {lacking[0]}; "
-                                    "give the model's own config.json")
+    check_native_config(folder, raw)
     raw.setdefault("num_key_value_heads", raw["num_attention_heads"])  # transformers' default
     cfg = SimpleNamespace(**raw)
     if unsupported(cfg):
