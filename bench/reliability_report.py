@@ -50,7 +50,8 @@ def main() -> int:
             jobs.append(("mauve", F.mauve_sigkill))
         jobs += [(dmg, lambda d, dmg=dmg: F.corrupt_store(d, ref, dmg)) for dmg in F.DAMAGES]
         jobs += [("full", lambda d: F.disk_full(d, ref)), ("ro", lambda d: F.read_only(d, ref)),
-                 ("two", lambda d: F.two_processes(d, ref))]
+                 ("two", lambda d: F.two_processes(d, ref)), ("nan", lambda d: F.non_finite_record(d, ref)),
+                 ("locked", lambda d: F.locked_store(d, ref)), ("weights", F.corrupt_converted_weights)]
         outcomes = []
         for name, job in jobs:
             t = time.perf_counter()

@@ -488,6 +488,17 @@ def _check_early(args: argparse.Namespace) -> None:
 
         resolve_device(args.device)  # --device mps on a machine without it: now, not after loading
         memory_limit_bytes()
+    db = _store_path(args)
+    if db is not None:
+        from evalcore.store import check_store_file
+
+        check_store_file(db)  # another program's file is refused now, not after the model has loaded
+    if args.cmd == "store-merge":
+        from evalcore.store import check_store_file
+
+        for src in args.sources:
+            check_store_file(src, "store-merge")
+        check_store_file(args.into, "--into")
     for flag in ("model", "model_p", "model_q"):
         if getattr(args, flag, None) is not None:
             _check_model_name(getattr(args, flag))

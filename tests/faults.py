@@ -366,6 +366,27 @@ def _forged(*, st: bytes | None = None, config: bytes | None = None, st_link: st
     return build
 
 
+def _foreign_store(content: bytes | None, *, merge: bool = False) -> Callable[[Path], list[str]]:
+    """A file at the store's path that is not ours: `content`, or another program's SQLite database."""
+    def build(d: Path) -> list[str]:
+        f = d / "theirs.sqlite"
+        if content is not None:
+            f.write_bytes(content)
+        else:
+            c = sqlite3.connect(f)
+            c.execute("CREATE TABLE contacts (name TEXT, phone TEXT)")
+            c.execute("INSERT INTO contacts VALUES ('Ada', '555-0100')")
+            c.commit()
+            c.close()
+        if merge:
+            ours = d / "ours.sqlite"
+            c = sqlite3.connect(ours)
+            c.close()
+            return ["store-merge", str(ours), "--into", str(f)]
+        return ["perplexity", "--model", MODEL, "--corpus", "wikipedia", "--store", str(f), "--out", str(d / "o.json")]
+    return build
+
+
 def _symlink_loop_model(d: Path) -> list[str]:
     (d / "loop").symlink_to(d / "loop")
     return ["perplexity", "--model", str(d / "loop"), "--text-file", "/etc/hostname", "--out", str(d / "o.json")]
@@ -515,6 +536,16 @@ BAD_INPUTS: list[BadInput] = [
              "same file as --text-file"),
     BadInput("--out a folder", _args("perplexity", "--model", MODEL, "--corpus", "wikipedia", "--out", "{d}"),
              "is a folder"),
+    # a --store (or --into) that is some other program's file: refused, and left as it is
+    BadInput("--store a text file", _foreign_store(b"my notes\n"), "not an evalcore results store"),
+    BadInput("--store another program's SQLite", _foreign_store(None), "not an evalcore results store"),
+    BadInput("--store /dev/null", _args("perplexity", "--model", MODEL, "--corpus", "wikipedia", "--store", "/dev/null",
+                                        "--out", "{d}/o.json"), "not an evalcore results store"),
+    BadInput("--store a folder", _args("perplexity", "--model", MODEL, "--corpus", "wikipedia", "--store", "{d}",
+                                       "--out", "{d}/o.json"), "directory"),
+    BadInput("store-merge --into another program's SQLite", _foreign_store(None, merge=True),
+             "not an evalcore results store"),
+    BadInput("EVALCORE_STORE_WAIT=nan", _text_file(_GOOD), "EVALCORE_STORE_WAIT", env=(("EVALCORE_STORE_WAIT", "nan"),)),
     # load-time checks (they need a model, so no guard): each still one line, exit 2, before slow work
     BadInput("EVALCORE_CACHE is a file", _args("perplexity", "--model", MODEL, "--text-file", "/etc/hostname",
                                                "--store", "{d}/s.sqlite", "--out", "{d}/o.json"),
@@ -776,3 +807,65 @@ def corrupt_converted_weights(folder: Path) -> Outcome:
         "no non-finite value stored": ok and len(values) == 2 and finite,
     }, None, 0, f"stderr: {_last(run.err)}")
 
+
+
+def non_finite_record(folder: Path, ref: Reference) -> Outcome:
+    """A record holding a bare NaN (as an older evalcore could store, with a valid checksum): it
+    is treated as missing and recomputed, never served."""
+    import re
+    import zlib
+
+    db = _copy_store(ref.db, folder)
+    c = sqlite3.connect(db)
+    key, value = c.execute("SELECT key, value FROM records WHERE op = 'perplexity' LIMIT 1").fetchone()
+    bad = re.sub(r'"nll":\[[^,\]]+', '"nll":[NaN', value, count=1)
+    c.execute("UPDATE records SET value = ?, crc = ? WHERE key = ?", (bad, zlib.crc32(bad.encode()), key))
+    c.commit()
+    c.close()
+    run = cli(ppl_args(db, folder / "o.json"))
+    out = run.json(folder / "o.json") if run.rc == 0 else {}
+    back = records(db, "perplexity")
+    return Outcome("a stored record holding NaN", {
+        "run exits 0": run.rc == 0,
+        "the NaN record is recomputed, the others read": bool(out) and out["timing"]["cached_texts"] == PPL_LIMIT - 1,
+        "NLLs = clean run (1e-5)": bool(out) and max_nll_diff(out, ref.result) <= 1e-5,
+        "store holds finite values only": len(back) == PPL_LIMIT and "NaN" not in json.dumps(back),
+    }, PPL_LIMIT, 0, f"stderr: {_last(run.err)}")
+
+
+_HOLD_LOCK = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def locked_store(folder: Path, ref: Reference) -> Outcome:
+    """Another process holds the store's write lock for the whole run: the run says so at open,
+    retries, puts what it cannot store into a side journal, and exits 0 with the clean numbers;
+    the next run, after the lock is gone, merges the journal and reads every row back."""
+    from evalcore.store import Store
+
+    folder.mkdir(parents=True, exist_ok=True)
+    db = folder / "s.sqlite"
+    Store(db).close()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(db), "120"], stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()
+        run = cli(ppl_args(db, folder / "o.json"), extra_env={"EVALCORE_STORE_WAIT": "1"})
+        journals = sorted(folder.glob("s.sqlite.journal-*"))
+    finally:
+        holder.kill()
+        holder.wait()
+    out = run.json(folder / "o.json") if run.rc == 0 else {}
+    again = cli(ppl_args(db, folder / "o2.json"))
+    out2 = again.json(folder / "o2.json") if again.rc == 0 else {}
+    cached = out2.get("timing", {}).get("cached_texts", 0)
+    return Outcome("store locked by another process for the whole run", {
+        "run exits 0 with the clean numbers": bool(out) and max_nll_diff(out, ref.result) <= 1e-5,
+        "says at open that it is locked, and by whom": "locked" in run.err and f"pid {holder.pid}" in run.err,
+        "results kept in a side journal": len(journals) == 1,
+        "next run merges it: every row read back": cached == PPL_LIMIT and not list(folder.glob("s.sqlite.journal-*")),
+    }, None, PPL_LIMIT - cached, f"stderr: {_last(run.err)}")

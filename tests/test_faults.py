@@ -52,3 +52,11 @@ def test_read_only_store_serves_rows_and_refuses_writes_in_one_line(ref, tmp_pat
 
 def test_two_processes_same_perplexity_work(ref, tmp_path):
     _check(F.two_processes(tmp_path, ref))
+
+
+def test_non_finite_record_is_recomputed_not_served(ref, tmp_path):
+    _check(F.non_finite_record(tmp_path, ref))
+
+
+def test_locked_store_journals_and_loses_nothing(ref, tmp_path):
+    _check(F.locked_store(tmp_path, ref))

@@ -1,0 +1,80 @@
+"""First use on a cold cache: two ranks converting the same model at once, a conversion killed
+part-way, and a cache folder that cannot be written. Each test has an EVALCORE_CACHE of its own."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import faults as F
+import pytest
+
+from evalcore import models
+
+ROOT = Path(__file__).resolve().parents[1]
+CONVERTED = models.converted_dir(models.resolve_spec(F.MODEL)).name
+
+
+def test_torchrun_two_ranks_on_a_cold_cache_convert_once(tmp_path):
+    """The issue's example: both ranks need the converted weights; one converts under the lock,
+    the other waits and reads the finished folder. A temporary folder that a killed conversion
+    left behind is removed."""
+    cache = tmp_path / "cache"
+    stale = cache / "models" / f".{CONVERTED}.tmp999999"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half written")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "evalcore",
+           "-v", "hellaswag", "--model", F.MODEL, "--limit", "8", "--store", str(tmp_path / "s.sqlite"),
+           "--out", str(tmp_path / "o.json")]
+    r = subprocess.run(cmd, cwd=ROOT, env={**F.env(), "EVALCORE_CACHE": str(cache)}, capture_output=True, text=True,
+                       timeout=600, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count(f"converted {F.MODEL} to safetensors") == 1  # one rank converted, the other waited
+    assert not stale.exists()
+    assert json.loads((tmp_path / "o.json").read_text())["n"] == 8
+    assert models._is_complete(cache / "models" / CONVERTED)
+
+
+def test_a_conversion_killed_part_way_is_cleaned_at_the_next_start(tmp_path):
+    """SIGKILL during the conversion leaves `.NAME.tmpPID`; the next run removes it, converts,
+    and succeeds."""
+    cache = tmp_path / "cache"
+    args = ["perplexity", "--model", F.MODEL, "--text-file", "/etc/hostname", "--store", str(tmp_path / "s.sqlite"),
+            "--out", str(tmp_path / "o.json")]
+    p = F.popen(args, extra_env={"EVALCORE_CACHE": str(cache)})
+    deadline = time.time() + 300
+    tmps: list[Path] = []
+    while time.time() < deadline and p.poll() is None:
+        tmps = [t for t in (cache / "models").glob(f".{CONVERTED}.tmp*") if any(t.iterdir())]
+        if tmps:
+            break
+        time.sleep(0.05)
+    assert tmps, "the conversion never started writing its temporary folder"
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate()
+    assert tmps[0].exists() and not (cache / "models" / CONVERTED).exists()
+    run = F.cli(args, extra_env={"EVALCORE_CACHE": str(cache)})
+    assert run.rc == 0, run.err[-2000:]
+    assert not list((cache / "models").glob(f".{CONVERTED}.tmp*"))
+
+
+def test_read_only_empty_cache_fails_before_converting(tmp_path):
+    """A cache folder nobody can write: one line, from the check made before the conversion starts."""
+    cache = tmp_path / "ro"
+    cache.mkdir()
+    cache.chmod(0o555)
+    try:
+        ok, pre, how = F.read_only_runner(cache)
+        if not ok:
+            pytest.skip(how)
+        run = F.cli(["perplexity", "--model", F.MODEL, "--text-file", "/etc/hostname", "--store",
+                     str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "o.json")],
+                    extra_env={"EVALCORE_CACHE": str(cache)}, preexec_fn=pre)
+    finally:
+        cache.chmod(0o755)
+    assert F.one_line_error(run) is None, run.err
+    assert "cannot write to the evalcore cache folder" in run.err and "read-only" in run.err
