@@ -7,7 +7,9 @@ Streamlit treats a folder of that name as a legacy multipage app, and a deep lin
 """
 import streamlit as st
 
-st.set_page_config(page_title="evalcore lab", page_icon=":material/straighten:", layout="wide")
+# An emoji: a material-icon page icon is drawn from a font the browser fetches from a CDN
+# (the navigation's icons use the font bundled with Streamlit).
+st.set_page_config(page_title="evalcore lab", page_icon="📏", layout="wide")
 
 nav = st.navigation(
     {
@@ -23,6 +25,7 @@ nav = st.navigation(
 )
 import lab_cache as lc
 
+lc.import_backends()  # once per process, before any session's first heavy call (see its docstring)
 with st.sidebar:
     st.markdown(lc.device_line())
     st.caption("Bundled models run offline; numbers are cached on disk, so a second visit is instant. "

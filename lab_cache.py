@@ -3,18 +3,25 @@
 `st.cache_resource` holds loaded models, the dataset, the store and a `Memo` of results
 (one copy per process, shared by sessions, never mutated by pages): HellaSwag and
 perplexity results and MAUVE labs, whose progress bars the pages pass in. Every heavy call goes through `evalcore.runs`, so a rerun reads the store.
+
+Text a user controls (model names, file names, and evalcore's messages, which quote them) is
+shown through `md_escape`; evalcore calls that user input can make fail go through `guard`.
 """
 from __future__ import annotations
 
+import importlib
+import logging
 import os
+import re
 import threading
 from collections import OrderedDict
 
 import streamlit as st
 
-from evalcore import runs
-from evalcore.data import HellaSwag, corpus
-from evalcore.errors import EvalcoreError
+from evalcore import models, runs
+from evalcore.data import MAX_TEXT_BYTES, HellaSwag, corpus, text_from_bytes
+from evalcore.errors import EvalcoreError, InputError
+from evalcore.metrics import mauve as mauve_metric
 from evalcore.models import (
     OFFLINE_PAIR,
     REGISTRY,
@@ -29,7 +36,72 @@ from evalcore.models import (
 from evalcore.scoring import Decoding
 from evalcore.store import Store
 
+log = logging.getLogger(__name__)
+
 LESSON_ASSUMED = {"KL small": 1.8, "KL large": 0.7, "MAUVE small": 0.42, "MAUVE large": 0.78}
+
+# Libraries evalcore imports lazily on the pages' first calls: tokenizers for the bundled
+# models, safetensors for their weights, pyarrow for the datasets, scikit-learn and SciPy for
+# MAUVE's PCA and HellaSwag's McNemar test. The model libraries come through evalcore.
+_LAZY_LIBRARIES = ("tokenizers", "safetensors", "huggingface_hub", "pyarrow", "scipy.stats", "sklearn.decomposition",
+                   "sklearn.preprocessing")
+_IMPORT_LOCK = threading.Lock()
+
+
+@st.cache_resource(show_spinner="Starting: importing the model libraries…")
+def import_backends() -> bool:
+    """Import, once per process and before any session's work, what the pages' first calls
+    would import lazily; app.py calls it before the page runs.
+
+    Two threads importing the same packages at once can see each other's half-initialised
+    modules (when their imports wait on each other, Python hands one of them a module the
+    other is still running): two sessions whose first calls reached Hugging Face's model
+    classes together failed with "cannot import name 'AutoModel'".
+    Here one thread imports everything and a session that arrives meanwhile waits on the lock:
+    evalcore.native brings in PyTorch, evalcore.models.import_backends the Auto model and
+    tokenizer classes (under the lock its loaders import with), faiss as MAUVE imports it. Returns True when all of it is importable; what is not is logged,
+    and the page that needs it says so through `guard`.
+    """
+    with _IMPORT_LOCK:
+        ok = True
+        for name in _LAZY_LIBRARIES:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                log.exception("importing %s failed", name)
+                ok = False
+        from evalcore import native, scoring, tokenizer  # noqa: F401
+        try:
+            models.import_backends()  # Hugging Face's Auto classes, under the model loader's lock
+            mauve_metric.import_faiss()
+        except (EvalcoreError, ImportError) as e:  # the MAUVE page shows the error when it needs them
+            log.warning("MAUVE's libraries are not ready: %s", e)
+            ok = False
+        return ok
+
+
+_MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character, all escapable in CommonMark
+_MD_LEADING_SPACE = re.compile(r"^[ \t]+")
+# where GitHub-flavoured Markdown's autolinks start: http(s)://, www., user@host
+_AUTOLINK_START = re.compile(r"(?i)(?<=https)(?=:)|(?<=http)(?=:)|(?<=www)(?=\.)|(?=@)")
+WORD_JOINER = "\u2060"
+
+
+def md_escape(text: object) -> str:
+    """`text` as literal characters inside Streamlit Markdown (st.error, st.caption, labels...).
+
+    Every ASCII punctuation character gets a backslash, so nothing a user typed becomes bold
+    text, a link, an image (which the browser would fetch), HTML, math (`$`), or one of
+    Streamlit's directives (`:red[...]`, `:material/icon:`, emoji shortcodes). Escapes do not
+    stop GitHub-flavoured autolinks, which Streamlit's renderer finds in the text after parsing
+    (`http://…`, `www.…`, `user@host`): an invisible word joiner (U+2060) goes before their `:`,
+    `.` or `@`. A line break becomes a Markdown hard break, so it cannot end the paragraph and
+    start a new block, and leading spaces become character references, so they cannot start a
+    code block.
+    """
+    s = _AUTOLINK_START.sub(WORD_JOINER, str(text).replace("\r\n", "\n").replace("\r", "\n"))
+    s = _MD_PUNCTUATION.sub(r"\\\1", s).replace("\n", "\\\n")
+    return _MD_LEADING_SPACE.sub(lambda m: "".join(f"&#{ord(c)};" for c in m.group()), s)
 
 
 @st.cache_resource(show_spinner="Loading model…")
@@ -130,6 +202,16 @@ def perplexity(name: str, texts: tuple[str, ...], max_length: int, stride: int, 
         model(name), list(texts), max_length=max_length, stride=stride, store=store(), progress=progress), progress)
 
 
+def upload_text(name: str, data: bytes) -> str:
+    """An uploaded file's text, or an InputError that says what is wrong with it: at most
+    `MAX_TEXT_BYTES` (the limit the CLI applies to text files), UTF-8, not empty, not binary."""
+    limit_mb = f"{MAX_TEXT_BYTES / 2**20:g}"
+    if len(data) > MAX_TEXT_BYTES:
+        raise InputError(f"{name} is {len(data) / 2**20:.1f} MB; the app takes text files up to {limit_mb} MB. "
+                         "Upload a part of it, or score the whole file with: python -m evalcore perplexity --text-file")
+    return text_from_bytes(data, what=f"uploaded file {name}")
+
+
 @st.cache_data(show_spinner=False)
 def corpus_texts(name: str, n: int) -> tuple[str, ...]:
     return tuple(corpus(name, limit=n))
@@ -164,25 +246,36 @@ def device_line() -> str:
     return f"Inference on **{device_summary()}**, {resolve_dtype('auto', resolve_device('auto'))}."
 
 
-def guard(fn, *args, progress: str | None = None, **kw):
-    """Run an evalcore call; show its message (never a traceback) and return None on error.
+def guard(fn, *args, progress: str | None = None, task: str | None = None, **kw):
+    """Run an evalcore call; on an error show one `st.error` and return None, so the rest of
+    the page keeps working.
+
+    An `EvalcoreError` shows its message, which says what to do. Any other exception is a
+    bug or a broken environment: the page says which step failed and the exception's type
+    only (its message may name server paths); the traceback goes to the server log.
 
     With `progress="what it does"`, a progress bar follows the call's items (the cached
-    functions above take it as `progress`) and disappears when it returns.
+    functions above take it as `progress`) and disappears when it returns. `task` (else
+    `progress`) names the step in the unexpected-error line. Both are shown as plain text.
     """
-    bar = st.progress(0.0, text=progress) if progress else None
+    what = task or progress or "This step"
+    bar = st.progress(0.0, text=md_escape(progress)) if progress else None
     if bar is not None:
         def update(done: int, total: int) -> None:
             if total < 0:  # Memo: another session is computing the same result
-                bar.progress(0.0, text=f"{progress}: another session is computing this; waiting…")
+                bar.progress(0.0, text=md_escape(f"{progress}: another session is computing this; waiting…"))
             else:
-                bar.progress(min(1.0, done / total) if total else 1.0, text=f"{progress} {done}/{total}")
+                bar.progress(min(1.0, done / total) if total else 1.0, text=md_escape(f"{progress} {done}/{total}"))
 
         kw["progress"] = update
     try:
         return fn(*args, **kw)
     except EvalcoreError as e:
-        st.error(str(e))
+        st.error(md_escape(e))
+        return None
+    except Exception as e:
+        log.exception("%s failed unexpectedly", what)
+        st.error(md_escape(f"{what} failed unexpectedly ({type(e).__name__}); the details are in the server log."))
         return None
     finally:
         if bar is not None:
@@ -210,4 +303,4 @@ def model_picker(label: str, key: str, default_index: int = 0, *, other: bool = 
                           placeholder="HuggingFaceTB/SmolLM2-360M-Instruct").strip()
     if not typed:
         return None
-    return guard(check_app_model, typed)
+    return guard(check_app_model, typed, task="Checking the model name")

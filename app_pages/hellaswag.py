@@ -13,7 +13,7 @@ names = lc.available()
 c1, c2 = st.columns([2, 1])
 chosen = c1.multiselect("models", names, default=names[:2], key="hs_models")
 extra = c2.text_input("add a model: hub id or local folder", key="hs_extra", placeholder="EleutherAI/pythia-160m").strip()
-if extra and (extra := lc.guard(lc.check_app_model, extra)) and extra not in chosen:
+if extra and (extra := lc.guard(lc.check_app_model, extra, task="Checking the model name")) and extra not in chosen:
     chosen = [*chosen, extra]
 n = st.slider("items (the first N of the validation set; 20 take about 10 s on 2 CPU cores)", 10, 1000, 20, 10,
               key="hs_n")
@@ -44,12 +44,13 @@ if results:
     if len(results) >= 2:
         a, b = list(results)[:2]
         ra, rb = results[a], results[b]
+        ea, eb = lc.md_escape(a), lc.md_escape(b)  # a typed model name is shown as text
         dis = [i for i in range(n) if ra.items[i].pred != rb.items[i].pred]
         cmp = hsm.paired_comparison([x.pred == x.label for x in ra.items], [x.pred == x.label for x in rb.items],
                                     ra.loglik(), rb.loglik())
-        st.subheader(f"Where {a} and {b} disagree ({len(dis)} of {n} items)")
-        st.write(f"acc({a}) − acc({b}) = {cmp.acc_diff:+.3f}, paired 95% CI [{cmp.acc_diff_ci95[0]:+.3f}, "
-                 f"{cmp.acc_diff_ci95[1]:+.3f}], McNemar p = {cmp.mcnemar_p:.3f}")
+        st.subheader(f"Where {ea} and {eb} disagree ({len(dis)} of {n} items)")
+        st.markdown(f"acc({ea}) − acc({eb}) = {cmp.acc_diff:+.3f}, paired 95% CI [{cmp.acc_diff_ci95[0]:+.3f}, "
+                    f"{cmp.acc_diff_ci95[1]:+.3f}], McNemar p = {cmp.mcnemar_p:.3f}")
         rows = [{"item": i, "gold": ra.items[i].label, a: ra.items[i].pred, b: rb.items[i].pred,
                  "context": lc.dataset().item(i).query[:120]} for i in dis]
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

@@ -15,7 +15,12 @@ st.markdown("Set P (the data) and Q (the model) over three outcomes. KL(P‖Q) i
 
 def dist(prefix: str, default: tuple[float, float]) -> np.ndarray:
     a = st.slider(f"{prefix}(A)", 0.0, 1.0, default[0], 0.01, key=f"kl_{prefix}_a")
-    b = st.slider(f"{prefix}(B)", 0.0, 1.0 - a, min(default[1], 1.0 - a), 0.01, key=f"kl_{prefix}_b")
+    room = round(1.0 - a, 2)  # what A leaves for B; a slider needs a range, so none when A takes it all
+    if room > 0:
+        b = st.slider(f"{prefix}(B)", 0.0, room, min(default[1], room), 0.01, key=f"kl_{prefix}_b")
+    else:
+        b = 0.0
+        st.caption(f"{prefix}(B) = {prefix}(C) = 0: A takes all the probability.")
     return np.array([a, b, max(0.0, 1.0 - a - b)])
 
 
@@ -76,7 +81,7 @@ with t2:
     b_dt = st.selectbox("dtype Q", ["float32", "bfloat16"], index=1, key="kl_tok_bdt")
 text = st.text_area("text", "The cat sat on the mat because it was warm and the sun was shining.", key="kl_tok_text")
 if a and b:
-    res = lc.guard(lc.token_kl, a, a_dt, b, b_dt, text)
+    res = lc.guard(lc.token_kl, a, a_dt, b, b_dt, text, task="Comparing next-token distributions")
     if res is not None:
         s = res.summary()
         st.write(f"mean KL(P‖Q) = **{s['kl_pq']:.5f}**, KL(Q‖P) = **{s['kl_qp']:.5f}**, JS = {s['js']:.5f} nats; "

@@ -22,7 +22,7 @@ with c3:
     alpha = st.slider("α (mixture weight on P)", 0.01, 0.99, 0.5, 0.01, key="mauve_alpha")
 
 lab = lc.guard(lc.mauve_lab, name, n, progress="Generating continuations (cached after the first time)") if name else None
-res = lc.guard(lab.result, k) if lab is not None else None
+res = lc.guard(lab.result, k, task=f"MAUVE with k = {k}") if lab is not None else None
 if lab is not None and res is None:
     st.info(f"{n} contexts give {lab.n_texts} texts ({n} human + {n} model); choose k between 2 and "
             f"{lab.n_texts // 2} (mauve-text's default for these sizes: k = {lab.k_auto()}).")

@@ -4,10 +4,8 @@ import pandas as pd
 import streamlit as st
 
 import lab_cache as lc
-from evalcore.data import check_text
-from evalcore.errors import EvalcoreError
+from evalcore.data import MAX_TEXT_BYTES
 
-MAX_UPLOAD_MB = 5  # as server.maxUploadSize in .streamlit/config.toml; checked here too
 MAX_CHARS = 20_000  # about 5,000 tokens: under a minute on 2 CPU cores
 
 st.title("Perplexity")
@@ -22,30 +20,24 @@ with c2:
     stride = st.slider("stride (tokens)", 8, 1024, 128, 8, key="ppl_stride")
 with c3:
     n = st.slider("texts", 1, 50, 10, key="ppl_n")
-    upload = st.file_uploader("or upload a .txt (UTF-8, ≤ 5 MB)", type=["txt"], key="ppl_upload")
+    # the server refuses larger uploads too (.streamlit/config.toml's maxUploadSize, the same limit)
+    upload = st.file_uploader(f"or upload a .txt (UTF-8, ≤ {MAX_TEXT_BYTES / 2**20:g} MB)", type=["txt"],
+                              key="ppl_upload")
 
 texts = None
 if upload is not None:
-    if upload.size > MAX_UPLOAD_MB * 2**20:
-        st.error(f"{upload.name} is {upload.size / 2**20:.1f} MB; the app takes text files up to {MAX_UPLOAD_MB} MB. "
-                 "Upload a part of it, or score the whole file with `python -m evalcore perplexity --text-file`.")
-    else:
-        try:
-            text = check_text(upload.getvalue().decode("utf-8"), what=f"uploaded file {upload.name}")
-        except UnicodeDecodeError:
-            st.error(f"{upload.name} is not UTF-8 text; re-save it as UTF-8 (or upload a .txt file).")
-        except EvalcoreError as e:  # empty, whitespace only or binary
-            st.error(str(e))
-        else:
-            if len(text) > MAX_CHARS:
-                st.warning(f"{upload.name} has {len(text):,} characters; the app scores the first {MAX_CHARS:,} "
-                           "(the CLI scores whole files).")
-            texts = (text[:MAX_CHARS],)
+    text = lc.guard(lc.upload_text, upload.name, upload.getvalue(), task="Reading the uploaded file")
+    if text is not None:
+        if len(text) > MAX_CHARS:
+            st.warning(f"{lc.md_escape(upload.name)} has {len(text):,} characters; the app scores the first "
+                       f"{MAX_CHARS:,} (the CLI scores whole files).")
+        texts = (text[:MAX_CHARS],)
 elif source == "my own text":
     texts = (st.text_area("your text", "Language models assign a probability to every next token.", key="ppl_text",
                           max_chars=MAX_CHARS),)
 else:
-    texts = lc.corpus_texts("wikipedia" if source.startswith("Wiki") else "hellaswag", n)
+    texts = lc.guard(lc.corpus_texts, "wikipedia" if source.startswith("Wiki") else "hellaswag", n,
+                     task="Reading the corpus")
 
 if name and texts:
     if stride > max_length:

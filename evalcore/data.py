@@ -219,13 +219,19 @@ def read_text_file(path: str | Path, *, max_bytes: int = MAX_TEXT_BYTES) -> str:
         raw = _read_bounded(p, max_bytes, what="text file")
     except OSError as e:
         raise InputError(f"cannot read text file {str(p)!r}: {e.strerror or e}") from e
+    return text_from_bytes(raw, what=f"text file {str(p)!r}")
+
+
+def text_from_bytes(raw: bytes, *, what: str) -> str:
+    """A file's bytes as text (CLI files and app uploads alike), with one-line errors for
+    binary, non-UTF-8, empty or whitespace-only contents."""
     if b"\x00" in raw:  # before decoding: a binary file is rarely valid UTF-8, and "binary" says more
-        raise InputError(f"text file {str(p)!r} contains NUL bytes: it looks binary; give a plain UTF-8 text file")
+        raise InputError(f"{what} contains NUL bytes: it looks binary; give a plain UTF-8 text file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise InputError(f"text file {str(p)!r} is not UTF-8 (byte {e.start}); re-save it as UTF-8") from e
-    return check_text(text, what=f"text file {str(p)!r}")
+        raise InputError(f"{what} is not UTF-8 (byte {e.start}); re-save it as UTF-8") from None
+    return check_text(text, what=what)
 
 
 MAX_FEATURE_BYTES = 4 << 30  # 4 GiB: ~1M texts x 1024 float32 dims, far past what MAUVE's k-means needs

@@ -640,17 +640,31 @@ EMBEDDER = ModelSpec("minilm", "embedder", 22.7, "bert-uncased", "sentence-trans
                      note="bundled sentence embedder for MAUVE features")
 
 
+def import_backends() -> None:
+    """Import transformers' classes that evalcore resolves lazily, once, under the loader's lock.
+
+    transformers' lazy module is not thread-safe: two threads whose first imports overlap (two
+    app sessions opening their first pages) can get "cannot import name 'AutoModel'". A server
+    calls this before its first session's work; the loaders below import under the same lock.
+    Torch comes with them.
+    """
+    with _LOCK:
+        from transformers import (AutoModel, AutoModelForCausalLM, AutoTokenizer,  # noqa: F401
+                                  DynamicCache)
+        from transformers.utils import logging as hf_logging  # noqa: F401
+
+
 def load_embedder(*, device: str = "auto") -> LoadedModel:
     """all-MiniLM-L6-v2 (bundled; the hub copy online), float32, once per device per process."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     dev = resolve_device(device)
     key = ("minilm", dev, "float32")
     with _LOCK:
         if key in _LOADED:
             return _LOADED[key]
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
         hf_logging.disable_progress_bar()
         t0 = time.perf_counter()
         if dev == "cpu":

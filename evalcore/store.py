@@ -221,8 +221,9 @@ def _not_ours(path: Path) -> str | None:
 
 
 def _refusal(path: Path, why: str, flag: str = "--store") -> str:
-    return (f"{path} is not an evalcore results store ({why}); it was left as it is: give {flag} a new "
-            f"file path, or move that file away")
+    fix = ("give store-merge the .sqlite files evalcore wrote" if flag == "store-merge"
+           else f"give {flag} a new file path, or move that file away")
+    return f"{path} is not an evalcore results store ({why}); it was left as it is: {fix}"
 
 
 def check_store_file(path: Path, flag: str = "--store") -> None:

@@ -1,13 +1,22 @@
 """The app: every page renders without an exception, and moving a slider moves the number."""
 from __future__ import annotations
 
+import json
+import logging
+import re
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import lab_cache as lc
+from evalcore import runs
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 600  # first visits generate and score on a CPU; later ones read the store
+# Markdown a user might type or name a file with: it must be shown as these characters
+HOSTILE_NAME = "**bold** [link](http://example.invalid) ![img](http://example.invalid/x.png)"
+HOSTILE_FILE = "![x](http://example.invalid/y.png).txt"
 
 
 def _page(path: str) -> AppTest:
@@ -74,14 +83,31 @@ def test_mauve_page_alpha_and_k():
     assert not at.exception and not at.error and 0 < float(_metric(at, "MAUVE")) <= 1
 
 
+def test_kl_page_when_a_takes_all_the_probability():
+    """P(A) = 1 leaves no range for the P(B) slider: the page shows P(B) = 0 instead of failing."""
+    at = _page("app_pages/kl.py")
+    at.slider(key="kl_P_a").set_value(1.0).run()
+    at.slider(key="kl_Q_a").set_value(1.0).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _metric(at, "KL(P‖Q)") == "0.0000"
+    at.slider(key="kl_Q_a").set_value(0.5).run()  # Q(B) comes back, at its default 0.3
+    assert not at.exception and _metric(at, "KL(P‖Q)") == "0.6931"  # log 2: P puts all on A, Q half
+
+
 def test_small_vs_large_page_starts_idle():
     at = _page("app_pages/small_vs_large.py")
     assert at.button(key="svl_go")
 
 
+def _shown(markdown: str) -> str:
+    """What the user reads of a Markdown body of escaped text (`lab_cache.md_escape`)."""
+    return re.sub(r"\\(.)", r"\1", markdown, flags=re.S).replace(lc.WORD_JOINER, "")
+
+
 def _errors(at: AppTest) -> str:
+    """The st.error lines as the user reads them."""
     assert not at.exception, [e.value for e in at.exception]
-    return " | ".join(e.value for e in at.error)
+    return " | ".join(_shown(e.value) for e in at.error)
 
 
 @pytest.mark.parametrize("name, content, expect", [
@@ -104,6 +130,7 @@ def test_perplexity_page_bad_uploads(name, content, expect):
     ("a/b/c", "unknown model"),
     ("/etc", "outside the folders this app may read"),
     ("../../../../etc", "outside the folders this app may read"),
+    ("app_pages/../../../../etc", "outside the folders this app may read"),  # resolved before the check
 ])
 def test_model_box_refuses_bad_names(typed, expect):
     at = _page("app_pages/perplexity.py")
@@ -117,10 +144,48 @@ def test_model_box_refuses_bad_names(typed, expect):
 def test_model_box_refuses_pickle_checkpoint(tmp_path, monkeypatch):
     folder = tmp_path / "pickled"
     folder.mkdir()
-    (folder / "config.json").write_text("{}")
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     (folder / "pytorch_model.bin").write_bytes(b"not loaded")
     monkeypatch.setenv("EVALCORE_MODEL_DIRS", str(tmp_path))
     at = _page("app_pages/perplexity.py")
     at.selectbox(key="ppl_model").set_value("other: a hub id or a local folder…").run()
     at.text_input(key="ppl_model_other").input(str(folder)).run()
     assert "safetensors only" in _errors(at)
+
+
+def test_user_text_is_shown_as_text():
+    """A typed model name and an uploaded file's name reach st.error escaped: the user sees
+    the characters, never bold text, a link or an image that the browser would fetch."""
+    at = _page("app_pages/perplexity.py")
+    at.selectbox(key="ppl_model").set_value(lc.OTHER).run()
+    at.text_input(key="ppl_model_other").input(HOSTILE_NAME).run()
+    assert HOSTILE_NAME in _errors(at)  # quoted by evalcore's message
+    body = " | ".join(e.value for e in at.error)  # the Markdown sent to the browser
+    assert lc.md_escape(HOSTILE_NAME) in body, body
+    assert r"\*\*bold\*\*" in body and r"\!\[img\]\(http" in body
+    assert "**bold**" not in body and "](http" not in body
+    at.selectbox(key="ppl_model").set_value("smollm2-135m").run()
+    at.file_uploader(key="ppl_upload").upload(HOSTILE_FILE, b" \n", "text/plain").run()
+    assert "empty" in _errors(at) and HOSTILE_FILE in _errors(at)
+    body = " | ".join(e.value for e in at.error)
+    assert lc.md_escape(HOSTILE_FILE) in body and "![x](" not in body, body
+
+
+def test_unexpected_error_is_one_line_and_the_page_keeps_working(monkeypatch, caplog):
+    """Not an EvalcoreError: one st.error naming the step and the exception type, not its
+    message (server paths); the traceback is in the server log; the rest of the page renders."""
+    at = _page("app_pages/perplexity.py")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("/srv/private/weights.safetensors is broken")
+
+    monkeypatch.setattr(runs, "run_perplexity", broken)
+    at.radio(key="ppl_source").set_value("my own text").run()
+    with caplog.at_level(logging.ERROR, logger="lab_cache"):
+        at.text_area(key="ppl_text").input("Only this test scores this text: no cached result hides the fault.").run()
+    assert _errors(at) == "Scoring texts failed unexpectedly (RuntimeError); the details are in the server log."
+    assert at.title[0].value == "Perplexity" and at.slider(key="ppl_window").value == 256  # the page is still there
+    assert any(r.exc_info and "/srv/private" in str(r.exc_info[1]) for r in caplog.records if r.name == "lab_cache")
+    monkeypatch.undo()
+    at.run()  # the same text again: a failure is not cached
+    assert not _errors(at) and float(_metric(at, "perplexity")) > 1

@@ -199,7 +199,7 @@ def test_store_merge(tmp_path, capsys):
     assert merge([a, b], into=into) == {str(a): 0, str(b): 0}  # merging twice adds nothing
     (tmp_path / "junk.sqlite").write_bytes(b"not a database" * 100)
     for bad, msg in [(tmp_path / "missing.sqlite", "does not exist"), (into, "merge target"),
-                     (tmp_path / "junk.sqlite", "cannot")]:
+                     (tmp_path / "junk.sqlite", "not an evalcore results store")]:
         assert cli.main(["store-merge", str(bad), "--into", str(into)]) == 2
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1, err
