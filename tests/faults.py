@@ -78,11 +78,34 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
+TRACEBACKS: list[str] = []  # every CLI run of this process that printed a traceback (the report counts them)
+
+
 def cli(args: list[str], *, timeout: float = 300, **kw: Any) -> Run:
     t = time.perf_counter()
     p = popen(args, **kw)
     out, err = p.communicate(timeout=timeout)
+    if "Traceback" in err:
+        TRACEBACKS.append(" ".join(args))
     return Run(p.returncode, out, err, time.perf_counter() - t)
+
+
+def non_finite_stored(folder: Path) -> int:
+    """Records holding NaN or infinity in every results store under `folder` (quarantined ones too)."""
+    n = 0
+    for db in Path(folder).rglob("*.sqlite*"):
+        if db.name.endswith(("-wal", "-shm")) or ".journal-" in db.name:
+            continue
+        try:
+            c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                n += c.execute("SELECT count(*) FROM records WHERE value LIKE '%NaN%' OR value LIKE '%Infinity%'"
+                               ).fetchone()[0]
+            finally:
+                c.close()
+        except sqlite3.Error:  # a store damaged on purpose, or not a store
+            continue
+    return n
 
 
 def one_line_error(run: Run) -> str | None:
