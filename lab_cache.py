@@ -18,10 +18,9 @@ from collections import OrderedDict
 
 import streamlit as st
 
-from evalcore import models, runs
+from evalcore import models, runs, runtime
 from evalcore.data import MAX_TEXT_BYTES, HellaSwag, corpus, text_from_bytes
 from evalcore.errors import EvalcoreError, InputError
-from evalcore.metrics import mauve as mauve_metric
 from evalcore.models import (
     OFFLINE_PAIR,
     REGISTRY,
@@ -73,7 +72,7 @@ def import_backends() -> bool:
         from evalcore import native, scoring, tokenizer  # noqa: F401
         try:
             models.import_backends()  # Hugging Face's Auto classes, under the model loader's lock
-            mauve_metric.import_faiss()
+            runtime.import_faiss()
         except (EvalcoreError, ImportError) as e:  # the MAUVE page shows the error when it needs them
             log.warning("MAUVE's libraries are not ready: %s", e)
             ok = False

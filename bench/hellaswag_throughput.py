@@ -10,7 +10,7 @@ start-up time, and the fraction of the model body's token-throughput ceiling ach
 
 lm-eval runs in a fresh interpreter each time, as its users run it: evalcore sets glibc's
 malloc thresholds for its own process when it loads a model for CPU
-(`evalcore.models.tune_cpu_allocator`), and that must not speed up or slow down the peer.
+(`evalcore.runtime.tune_cpu_allocator`), and that must not speed up or slow down the peer.
 `--peer-tuned-malloc` also times lm-eval with the same settings, for comparison.
 
 lm-eval's own hellaswag task fetches the dataset from the hub; offline we feed its HF
@@ -73,8 +73,8 @@ def run_lm_eval(folder, dtype, reqs, batch, *, tuned_malloc=False):
         with open(f"{tmp}/reqs.json", "w") as f:
             json.dump(reqs, f)
         env = dict(os.environ)
-        if tuned_malloc:  # evalcore.models.tune_cpu_allocator's thresholds, as glibc's environment variables
-            from evalcore.models import MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD
+        if tuned_malloc:  # evalcore.runtime.tune_cpu_allocator's thresholds, as glibc's environment variables
+            from evalcore.runtime import MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD
 
             env.update(MALLOC_MMAP_THRESHOLD_=str(MALLOC_MMAP_THRESHOLD), MALLOC_TRIM_THRESHOLD_=str(MALLOC_TRIM_THRESHOLD))
         out = subprocess.run([sys.executable, "-c", PEER, folder, dtype, str(batch), f"{tmp}/reqs.json",

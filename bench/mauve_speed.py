@@ -34,9 +34,9 @@ t = time.perf_counter(); mauve.compute_mauve(p_features=p, q_features=q, verbose
 
 def main() -> None:
     # evalcore imports faiss with its bundled OpenBLAS on this CPU's kernels (see
-    # evalcore.metrics.mauve.import_faiss); importing it first gives mauve-text, in this
+    # evalcore.runtime.import_faiss); importing it first gives mauve-text, in this
     # process, the same faiss: like for like. The last curve line shows mauve-text on its own.
-    from evalcore.metrics.mauve import import_faiss
+    from evalcore.runtime import import_faiss
 
     import_faiss()
     import mauve

@@ -30,7 +30,7 @@ class NonFiniteError(EvalcoreError):
     """A computation gave NaN or infinity: never stored, never reported as a number."""
 
 
-def require_finite(values, what: str, fix: str = "") -> None:
+def require_finite(values: object, what: str, fix: str = "") -> None:
     """Raise NonFiniteError naming `what` and the first bad position when `values` hold NaN or inf.
 
     `fix` says what to do; the default points at the model's weights, the usual cause.

@@ -406,7 +406,7 @@ class NativeCausalLM(nn.Module):
 def load(folder: str | Path, dtype: str, device: str) -> NativeCausalLM | None:
     """The model in `folder` (safetensors, one file or shards) on `device` in `dtype`, or None
     when its config or weights are not what this module implements (then use transformers).
-    An unreadable weights file raises safetensors' error (`models._load` words it)."""
+    An unreadable weights file raises safetensors' error (`evalcore.models.loading` words it)."""
     from safetensors.torch import load_file
 
     from evalcore.checkpoint import check_weight_keys

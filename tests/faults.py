@@ -38,7 +38,7 @@ NO_MODEL_GUARD = "evalcore-faults: a model load was attempted"
 # the CLI, with model loading replaced by an error: proves a bad input fails before any load
 _GUARDED_MAIN = f"""
 import sys
-import evalcore.models as m
+import evalcore.models.loading as m
 def _refuse(*a, **k):
     print({NO_MODEL_GUARD!r}, file=sys.stderr)
     raise SystemExit(3)

@@ -36,7 +36,7 @@ def test_torchrun_two_ranks_on_a_cold_cache_convert_once(tmp_path):
     assert r.stderr.count(f"converted {F.MODEL} to safetensors") == 1  # one rank converted, the other waited
     assert not stale.exists()
     assert json.loads((tmp_path / "o.json").read_text())["n"] == 8
-    assert models._is_complete(cache / "models" / CONVERTED)
+    assert models.is_complete(cache / "models" / CONVERTED)
 
 
 def test_a_conversion_killed_part_way_is_cleaned_at_the_next_start(tmp_path):

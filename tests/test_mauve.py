@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evalcore import runtime
+
 from evalcore.errors import InputError
 from evalcore.metrics import mauve as M
 from evalcore.runs.mauve import MauveLab, run_mauve
@@ -167,7 +169,7 @@ def test_faiss_blas_runs_this_cpus_kernels_and_env_is_restored():
         "import os, numpy as np\n"
         "from evalcore.metrics import mauve as M\n"
         "before = dict(os.environ)\n"
-        "M.import_faiss()\n"
+        "from evalcore.runtime import import_faiss; import_faiss()\n"
         "assert dict(os.environ) == before\n"
         "x = np.random.default_rng(0).normal(size=(600, 32)).astype(np.float32)\n"
         "np.save(os.environ['OUT'], M.Quantizer(12, random_state=3).fit(x).labels_)\n"
@@ -180,7 +182,7 @@ def test_faiss_blas_runs_this_cpus_kernels_and_env_is_restored():
         assert r.returncode == 0, r.stderr
         runs[name] = (r.stdout + r.stderr, np.load(env["OUT"]))
         os.unlink(env["OUT"])
-    core = M._openblas_coretype()
+    core = runtime._openblas_coretype()
     if core is not None:  # every OpenBLAS loaded in that process ran a named kernel family, none the generic one
         cores = [ln for ln in runs["ours"][0].splitlines() if ln.startswith("Core")]
         assert cores and all("not found" not in c and "Prescott" not in c for c in cores), cores

@@ -150,7 +150,7 @@ def test_converted_file_changed_in_place_is_caught(smol, tmp_path):
     once and accepted."""
     dst = tmp_path / "copy"
     shutil.copytree(models.converted_dir(smol.spec), dst)
-    assert models._is_complete(dst)  # new inode: hashed, equal, the record renewed
+    assert models.is_complete(dst)  # new inode: hashed, equal, the record renewed
     meta = json.loads((dst / "evalcore-meta.json").read_text())
     assert meta["files"]["model.safetensors"]["ino"] == (dst / "model.safetensors").stat().st_ino
     size = (dst / "model.safetensors").stat().st_size
@@ -158,7 +158,7 @@ def test_converted_file_changed_in_place_is_caught(smol, tmp_path):
         f.seek(size // 2)
         f.write(np.random.default_rng(0).bytes(4096))
     assert (dst / "model.safetensors").stat().st_size == size
-    assert not models._is_complete(dst)
+    assert not models.is_complete(dst)
 
 
 def test_corrupt_converted_weights_are_rebuilt_and_give_the_clean_numbers(tmp_path):

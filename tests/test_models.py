@@ -90,12 +90,12 @@ def test_truncated_converted_cache_is_detected(tmp_path, smol):
     src = models.converted_dir(smol.spec)
     dst = tmp_path / "copy"
     shutil.copytree(src, dst)
-    assert models._is_complete(dst)
+    assert models.is_complete(dst)
     with open(dst / "model.safetensors", "r+b") as f:
         f.truncate(1000)
-    assert not models._is_complete(dst)
+    assert not models.is_complete(dst)
     (dst / "evalcore-meta.json").unlink()
-    assert not models._is_complete(dst)
+    assert not models.is_complete(dst)
 
 
 def test_gemma_checksum_mismatch_is_an_error(tmp_path, monkeypatch):
@@ -175,14 +175,14 @@ def test_layering_by_import_scan():
 
 def test_too_large_for_free_memory_is_refused_before_loading(monkeypatch):
     spec = models.resolve_spec("gemma3-270m")
-    folder, _, _ = models._weights_source(spec)
+    folder, _, _ = models.weights_source(spec)
     n = models.parameter_count(spec, folder)
     assert 260e6 < n < 280e6  # from the safetensors headers, no weights read
     monkeypatch.setenv("EVALCORE_MEMORY_LIMIT_GB", "0.5")
-    monkeypatch.setattr(models, "_LOADED", {})  # not what another test loaded already
+    monkeypatch.setattr(models.loading, "_LOADED", {})  # not what another test loaded already
     with pytest.raises(ModelUnavailableError, match=r"needs about 0\.6 GiB .* but 0\.5 GiB is free"):
         models.load_model("gemma3-270m", device="cpu", dtype="bfloat16")  # refused before any weight is read
-    assert not models._LOADED
+    assert not models.loading._LOADED
     monkeypatch.setenv("EVALCORE_MEMORY_LIMIT_GB", "0.7")
     models.check_memory(spec, folder, "bfloat16", "cpu")  # bf16 halves it: fits in 0.7 GiB
     with pytest.raises(ModelUnavailableError):
@@ -274,7 +274,7 @@ def test_truncated_safetensors_folder_is_one_clear_error(tmp_path, smol, backend
 
 _FAULTS = """
 import json, resource
-from evalcore import data, models, scoring
+from evalcore import data, models, runtime, scoring
 lm = models.load_model("smollm2-135m", device="cpu", dtype="bfloat16")
 its = data.HellaSwag().items(list(range(24)))
 groups = [scoring.encode_pair(lm.tokenizer, it.query, it.continuations) for it in its]
@@ -282,7 +282,7 @@ for _ in range(2):
     scoring.score_groups(lm, groups, batch_tokens=1024)
 r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 scoring.score_groups(lm, groups, batch_tokens=1024)
-print(json.dumps({"tuned": models.tune_cpu_allocator(), "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0}))
+print(json.dumps({"tuned": runtime.tune_cpu_allocator(), "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0}))
 """
 
 

@@ -16,8 +16,6 @@ same trapezoids), so a slider move costs only the steps after the one it changes
 from __future__ import annotations
 
 import math
-import os
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -91,43 +89,6 @@ def reduce(p_features: npt.ArrayLike, q_features: npt.ArrayLike, *, explained_va
 
 # ----------------------------------------------------------------------------- (2) quantize
 
-def _openblas_coretype() -> str | None:
-    """The OpenBLAS kernel family this CPU can run (Linux x86-64 only), or None to leave it be."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return None
-    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= set(flags):
-        return "SkylakeX"
-    if {"avx2", "fma"} <= set(flags):
-        return "Haswell"
-    return None
-
-
-def import_faiss():
-    """faiss, imported so that its bundled BLAS runs this CPU's vector kernels.
-
-    faiss-cpu wheels bundle an OpenBLAS (0.3.15 in faiss-cpu 1.15) that does not recognise
-    recent CPUs ("Core not found" on this Sapphire Rapids VM) and falls back to a generic
-    kernel: k-means assignment, a BLAS product each iteration, ran 7x slower (50 ms against 7 ms
-    for 4000 points x 300 centroids x 604 dims). Unless the user has set OPENBLAS_CORETYPE, name
-    the kernel family for the duration of the import only: OpenBLAS reads it when it loads, so
-    numpy's own OpenBLAS (already loaded) and child processes are untouched. Results are the
-    same; only the speed changes. If faiss was imported before (e.g. by mauve-text), it is
-    used as it is.
-    """
-    core = None if "faiss" in sys.modules or "OPENBLAS_CORETYPE" in os.environ else _openblas_coretype()
-    if core:
-        os.environ["OPENBLAS_CORETYPE"] = core
-    try:
-        import faiss
-    finally:
-        if core:
-            os.environ.pop("OPENBLAS_CORETYPE", None)
-    return faiss
-
-
 class Quantizer:
     """k-means on the union of both sides (faiss), shaped like a scikit-learn estimator.
 
@@ -152,6 +113,8 @@ class Quantizer:
             raise InputError(f"n_clusters={self.n_clusters}: need at least 2; with {n} texts try {max(2, n // 10)}")
         if self.n_clusters > n:
             raise InputError(f"n_clusters={self.n_clusters} is more than the {n} texts; with {n} texts try {max(2, n // 10)}")
+        from evalcore.runtime import import_faiss
+
         faiss = import_faiss()
         km = faiss.Kmeans(data.shape[1], int(self.n_clusters), niter=self.max_iter, verbose=False,
                           nredo=self.n_init, update_index=True, seed=self.random_state)

@@ -67,14 +67,7 @@ def generate(lm: LoadedModel, prompts: Sequence[str], keys: Sequence[str], max_n
     done = [False] * B
     steps = max(max_new)
     with torch.inference_mode():
-        if lm.backend == "native":
-            from evalcore.native import KVCache
-
-            cache = KVCache()
-        else:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=lm.model.config)
+        cache = lm.new_cache()
         pos = (mask.cumsum(1) - 1).clamp_min(0)
         logits = lm.model(input_ids=inp.to(lm.device), attention_mask=mask.to(lm.device), position_ids=pos.to(lm.device),
                           cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float().cpu()

@@ -42,9 +42,7 @@ mask adds the window, from the same positions.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -243,30 +241,12 @@ def _head_logprobs(lm: LoadedModel, hidden, targets, rows=None):
             lg += head.bias.float()
         if cap:
             lg.div_(cap).tanh_().mul_(cap)
-        torch._log_softmax(lg, -1, False, out=lsm[:k])
+        torch.log_softmax(lg, -1, out=lsm[:k])
         i, j = bounds[c], bounds[c + 1]
         got[i:j] = lsm[rows[i:j] - s, targets[i:j]].double().cpu()
     out = torch.empty_like(got)
     out[order] = got
     return out
-
-
-@contextmanager
-def _sdpa_gqa(lm: LoadedModel):
-    """On CPU, let SDPA read grouped key/value heads directly (enable_gqa) instead of transformers
-    repeating them per query head: exact, and about a third less attention time with a mask
-    here. transformers only does this by itself without a mask (CUDA's masked GQA falls back
-    to a slow kernel), so it is switched on around CPU passes only. The native forward
-    (evalcore.native) makes the same choice itself, so this is for the transformers backend."""
-    key = "TRANSFORMERS_SDPA_FORCE_GQA"
-    if lm.backend != "transformers" or not lm.device.startswith("cpu") or key in os.environ:
-        yield
-        return
-    os.environ[key] = "1"
-    try:
-        yield
-    finally:
-        os.environ.pop(key, None)
 
 
 def _score_batch(lm: LoadedModel, batch: list[_Row]) -> list[list[npt.NDArray[np.float64]]]:
@@ -300,11 +280,11 @@ def _score_batch(lm: LoadedModel, batch: list[_Row]) -> list[list[npt.NDArray[np
         attn = {"full_attention": attn, "sliding_attention": (mask & near[:, None]).to(dev)}
     heads_t = torch.tensor(list(heads))  # flat indices into [B, T]
     kw = {}
-    if lm.backend == "native":  # padding then costs attention only (`keep` in evalcore.native)
+    if lm.unpadded:  # padding then costs attention only (`keep` in evalcore.native)
         n = torch.tensor(lens)
         kw["keep"] = (torch.arange(T)[None, :] < n[:, None]).reshape(-1).nonzero()[:, 0].to(dev)
         heads_t = (torch.cumsum(n, 0) - n)[heads_t // T] + heads_t % T  # ... into the kept tokens
-    with torch.inference_mode(), _sdpa_gqa(lm):
+    with torch.inference_mode():
         h = lm.model.base_model(input_ids=ids.to(dev), attention_mask=attn, position_ids=pos.to(dev),
                                 use_cache=False, **kw).last_hidden_state  # [B, T, H], or [1, N, H] unpadded
         hs = h.reshape(-1, h.shape[-1])[heads_t.to(h.device)]

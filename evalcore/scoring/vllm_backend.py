@@ -81,7 +81,7 @@ def load_vllm(name: str, *, dtype: str = "auto", gpu_memory_utilization: float =
     from evalcore import models
 
     spec = models.resolve_spec(name)
-    folder, fingerprint, revision = models._weights_source(spec)
+    folder, fingerprint, revision = models.weights_source(spec)
     dt = "bfloat16" if dtype == "auto" else dtype
     t0 = time.perf_counter()
     try:
@@ -92,7 +92,7 @@ def load_vllm(name: str, *, dtype: str = "auto", gpu_memory_utilization: float =
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelUnavailableError(f"vLLM could not load {name!r} from {folder} ({type(e).__name__}: {e})") from e
     max_len = int(llm.llm_engine.model_config.max_model_len)
-    fp = fingerprint or (spec.hub_id and models._hub_commit(spec.hub_id, revision)) or revision or "unknown"
+    fp = fingerprint or (spec.hub_id and models.hub_commit(spec.hub_id, revision)) or revision or "unknown"
     dt_s = time.perf_counter() - t0
     log.info("vLLM engine for %s from %s in %.1fs (%s, max_model_len %d)", spec.name, folder, dt_s, dt, max_len)
     return VLLMModel(spec, llm, tok, "cuda", dt, fp, folder, dt_s, max_model_len=max_len)
