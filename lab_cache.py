@@ -20,6 +20,7 @@ import streamlit as st
 
 from evalcore import models, runs, runtime
 from evalcore.data import MAX_TEXT_BYTES, HellaSwag, corpus, text_from_bytes
+from evalcore.metrics import mauve as mauve_metric
 from evalcore.errors import EvalcoreError, InputError
 from evalcore.models import (
     OFFLINE_PAIR,
@@ -131,6 +132,11 @@ def headline_pair() -> list[str]:
     names = available()
     pair = [n for n in OFFLINE_PAIR if n in names]
     return pair if len(pair) == 2 else names[:2]
+
+
+def max_k(n: int) -> int:
+    """The most MAUVE clusters for n human and n model texts (the engine's one limit)."""
+    return mauve_metric.max_k(n, n)
 
 
 def params(name: str) -> float:

@@ -17,15 +17,13 @@ with c1:
     n = st.select_slider("contexts (more: slower first run, steadier numbers)", [40, 80, 120, 200, 500, 1000],
                          value=80, key="mauve_n")
 with c2:
-    k = st.slider("clusters k", 2, 100, 8, key="mauve_k")
+    k = st.slider("clusters k", 2, lc.max_k(n), min(8, lc.max_k(n)), key="mauve_k",
+                  help="at most half the texts per side: past that most clusters hold one text and MAUVE falls to 0")
 with c3:
     alpha = st.slider("α (mixture weight on P)", 0.01, 0.99, 0.5, 0.01, key="mauve_alpha")
 
 lab = lc.guard(lc.mauve_lab, name, n, progress="Generating continuations (cached after the first time)") if name else None
 res = lc.guard(lab.result, k, task=f"MAUVE with k = {k}") if lab is not None else None
-if lab is not None and res is None:
-    st.info(f"{n} contexts give {lab.n_texts} texts ({n} human + {n} model); choose k between 2 and "
-            f"{lab.n_texts // 2} (mauve-text's default for these sizes: k = {lab.k_auto()}).")
 if res is not None:
     pt = lab.point(alpha, k)
     lo, hi = lab.bootstrap(k, n_boot=200)
@@ -49,7 +47,7 @@ if res is not None:
                         .encode(**enc, tooltip=list(curve.columns)) + alt.Chart(dot).mark_circle(size=200, color="red")
                         .encode(**enc)).properties(height=280, title="divergence curve (area = MAUVE; red: your α)"),
                        width="stretch")
-    ks = [x for x in (2, 4, 8, 12, 16, 24, 32, 50, 75, 100) if x <= lab.n_texts // 2]
+    ks = [x for x in (2, 4, 8, 12, 16, 24, 32, 50, 75, 100, 250, 500) if x <= lab.k_max()]
     sweep = pd.DataFrame(lab.sweep(ks))
     st.altair_chart(alt.Chart(sweep).mark_line(point=True).encode(x="k:Q", y=alt.Y("mauve:Q", scale=alt.Scale(domain=[0, 1])),
                     tooltip=["k", "mauve", "mauve_star"]).properties(height=220, title="MAUVE against k"), width="stretch")

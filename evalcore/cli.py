@@ -8,7 +8,7 @@
     evalcore kl --model-p A --model-q B (--text-file F | --corpus ...) --out FILE.json
     evalcore mauve (--p-features P.npy --q-features Q.npy | --model NAME [--limit N] [--featurizer minilm|NAME]
                    [--featurizer-dtype float32|bfloat16])
-                   [--clusters K|auto] [--scaling C] [--seed S] --out FILE.json
+                   [--k K|auto] [--scaling C] [--seed S] --out FILE.json
     evalcore store-merge A.sqlite B.sqlite ... --into C.sqlite
 
 hellaswag, perplexity and mauve --model also run data-parallel under torchrun
@@ -129,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="dtype of a causal-LM featurizer (default float32; bfloat16 is ~3x faster on CPUs "
                          "with AMX; features move ~2%%, and MAUVE moved by 0.0007 and 0.02 in two checks)")
     mv.add_argument("--limit", type=int, default=100, help="HellaSwag contexts (default 100)")
-    mv.add_argument("--clusters", default="auto", help="k, or auto (= n/10 as mauve-text)")
+    mv.add_argument("-k", "--k", "--clusters", dest="k", default="auto",
+                    help="cluster count: an integer in 2..half the texts per side, or auto (= n/10, as mauve-text)")
     mv.add_argument("--scaling", type=_float_in(0, 1e6, lo_open=True), default=5.0, help="c in exp(-c KL) (default 5)")
     mv.add_argument("--seed", type=int, default=25, help="PCA/k-means seed (mauve-text's default 25)")
     mv.add_argument("--temperature", type=_float_in(0, 100), default=1.0, help="sampling temperature, 0 = greedy")
@@ -409,7 +410,6 @@ def cmd_kl(args: argparse.Namespace) -> int:
 def cmd_mauve(args: argparse.Namespace) -> int:
     from evalcore.runs.mauve import MauveLab, run_mauve
 
-    k = args.clusters if args.clusters == "auto" else _int(args.clusters, "--clusters")
     if args.p_features or args.q_features:
         if not (args.p_features and args.q_features):
             raise EvalcoreError("give both --p-features and --q-features")
@@ -452,6 +452,7 @@ def cmd_mauve(args: argparse.Namespace) -> int:
             bar.close()
         meta = {"source": "hellaswag", "model": lm.identity(), "featurizer": feat.identity(), "decoding": dec.to_dict(),
                 "n": len(idx)}
+    k = lab.k(args.k)
     res = lab.result(k)
     out = {**res.to_dict(), **meta, "mauve_ci95_bootstrap": list(lab.bootstrap(k)), "mauve_over_seeds": lab.seeds(k)}
     _write_json(args.out, out)
@@ -504,7 +505,7 @@ def _check_early(args: argparse.Namespace) -> None:
             _check_model_name(getattr(args, flag))
     if args.cmd == "mauve":
         from evalcore.data import HELLASWAG_SIZE
-        from evalcore.metrics.mauve import check_scaling
+        from evalcore.metrics.mauve import check_scaling, resolve_k
         from evalcore.models import resolve_spec
         from evalcore.scoring import Decoding
 
@@ -515,9 +516,8 @@ def _check_early(args: argparse.Namespace) -> None:
             n = min(args.limit, HELLASWAG_SIZE)
             if 1 <= n < 4:
                 raise InputError(f"--limit {n}: MAUVE needs at least 4 texts per side (40+ for stable numbers)")
-            k = args.clusters if args.clusters == "auto" else _int(args.clusters, "--clusters")
-            if k != "auto" and n >= 1 and not 2 <= k <= 2 * n:
-                raise InputError(f"--clusters {k}: need 2..{2 * n} for {n} texts per side; try {max(2, n // 10)} or auto")
+            if n >= 1:
+                resolve_k(args.k, n, n)
             for name in (args.model, *([args.featurizer] if args.featurizer != "minilm" else [])):
                 resolve_spec(name)
 
@@ -576,13 +576,6 @@ def _check_out(args: argparse.Namespace) -> None:
                              "destroy it: give --out another file name")
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name, e.g. {out / 'result.json'}")
-
-
-def _int(v: str, flag: str) -> int:
-    try:
-        return int(v)
-    except ValueError:
-        raise EvalcoreError(f"{flag} {v!r}: give an integer or auto") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ def features(tmp_path) -> list[str]:
     rng = np.random.default_rng(0)
     np.save(tmp_path / "p.npy", rng.normal(size=(100, 8)))
     np.save(tmp_path / "q.npy", rng.normal(0.5, size=(100, 8)))
-    return ["mauve", "--p-features", str(tmp_path / "p.npy"), "--q-features", str(tmp_path / "q.npy"), "--clusters", "4"]
+    return ["mauve", "--p-features", str(tmp_path / "p.npy"), "--q-features", str(tmp_path / "q.npy"), "--k", "4"]
 
 
 def _node(path: str) -> tuple[int, int, int]:

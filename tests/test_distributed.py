@@ -163,7 +163,7 @@ def test_mauve_generation_sharded(smol, hellaswag, tmp_path, monkeypatch):
     """Ranks generate disjoint shards into the store; rank 0 featurizes all and writes MAUVE;
     every continuation equals the one a single process samples (per-item random streams)."""
     db = tmp_path / "shared.sqlite"
-    _finish(_torchrun(["mauve", "--model", "smollm2-135m", "--limit", "8", "--clusters", "2", "--store", str(db),
+    _finish(_torchrun(["mauve", "--model", "smollm2-135m", "--limit", "8", "--k", "2", "--store", str(db),
                        "--out", str(tmp_path / "m.json")]))
     got = json.loads((tmp_path / "m.json").read_text())
     assert got["n"] == 8 and 0 < got["mauve"] <= 1

@@ -31,7 +31,7 @@ def test_parity_with_mauve_text(k):
 
     p, q = _feats()
     ref = mauve.compute_mauve(p_features=p, q_features=q, num_buckets=k, verbose=False)
-    ours = M.compute_mauve(p, q, num_buckets=k)
+    ours = M.compute_mauve(p, q, k=k)
     assert ours.mauve == pytest.approx(ref.mauve, abs=1e-3)
     assert ours.frontier_integral == pytest.approx(ref.frontier_integral, abs=1e-3)
     assert ours.mauve_star == pytest.approx(ref.mauve_star, abs=1e-3)
@@ -65,7 +65,7 @@ def test_curve_math_hand_checked():
     assert far < 0.05
     kq, kp = M.mixture_point([1.0, 0.0], [0.0, 1.0], 0.5)
     assert kq == pytest.approx(np.log(2)) and kp == pytest.approx(np.log(2))
-    assert M.auto_buckets(2000, 500) == 50
+    assert M.auto_k(2000, 500) == 50 and M.max_k(2000, 500) == 250
 
 
 def test_lab_reuses_steps_and_alpha_is_cheap():
@@ -87,10 +87,10 @@ def test_lab_reuses_steps_and_alpha_is_cheap():
 
 def test_bad_input():
     p, q = _feats()
-    with pytest.raises(InputError, match="at least 2"):
-        M.compute_mauve(p, q, num_buckets=1)
-    with pytest.raises(InputError, match="more than the"):
-        M.compute_mauve(p[:5], q[:5], num_buckets=50)
+    with pytest.raises(InputError, match="need 2..125 clusters"):
+        M.compute_mauve(p, q, k=1)
+    with pytest.raises(InputError, match="need 2..2 clusters for 5 \\+ 5 texts"):
+        M.compute_mauve(p[:5], q[:5], k=50)
     bad = p.copy()
     bad[3, 2] = np.nan
     with pytest.raises(InputError, match="NaN or inf"):
@@ -134,18 +134,18 @@ def test_cli_from_features(tmp_path):
     np.save(tmp_path / "q.npy", q)
     out = tmp_path / "m.json"
     r = subprocess.run([sys.executable, "-m", "evalcore", "mauve", "--p-features", str(tmp_path / "p.npy"),
-                        "--q-features", str(tmp_path / "q.npy"), "--clusters", "12", "--out", str(out)],
+                        "--q-features", str(tmp_path / "q.npy"), "--k", "12", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
     for key in ("mauve", "mauve_star", "frontier_integral", "num_buckets", "p_hist", "q_hist", "divergence_curve",
                 "kl_pq", "kl_qp", "settings"):
         assert key in d
-    assert d["num_buckets"] == 12 and d["mauve"] == pytest.approx(M.compute_mauve(p, q, num_buckets=12).mauve)
+    assert d["num_buckets"] == 12 and d["mauve"] == pytest.approx(M.compute_mauve(p, q, k=12).mauve)
     r = subprocess.run([sys.executable, "-m", "evalcore", "mauve", "--p-features", str(tmp_path / "p.npy"),
-                        "--q-features", str(tmp_path / "q.npy"), "--clusters", "1", "--out", str(out)],
+                        "--q-features", str(tmp_path / "q.npy"), "--k", "1", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 2 and "at least 2" in r.stderr
+    assert r.returncode == 2 and "need 2.." in r.stderr
 
 
 def test_bf16_featurizer_stays_close_to_float32(smol, hellaswag):

@@ -94,14 +94,15 @@ class Quantizer:
 
     Parameters
     ----------
-    n_clusters : k, at least 2 and at most the number of texts.
+    k : the cluster count, 2..the number of points (k-means itself; MAUVE's own limit is `max_k`,
+        applied by `resolve_k` before a fit).
     n_init : restarts; the best objective is kept (mauve-text's kmeans_num_redo).
     max_iter : iterations per restart.
     random_state : faiss seed (mauve-text passes seed + 2).
     """
 
-    def __init__(self, n_clusters: int, *, n_init: int = 5, max_iter: int = 500, random_state: int = 27) -> None:
-        self.n_clusters = n_clusters
+    def __init__(self, k: int, *, n_init: int = 5, max_iter: int = 500, random_state: int = 27) -> None:
+        self.k = k
         self.n_init = n_init
         self.max_iter = max_iter
         self.random_state = random_state
@@ -109,14 +110,12 @@ class Quantizer:
     def fit(self, x: npt.ArrayLike) -> Quantizer:
         data = np.ascontiguousarray(x, dtype=np.float32)
         n = data.shape[0]
-        if not isinstance(self.n_clusters, (int, np.integer)) or self.n_clusters < 2:
-            raise InputError(f"n_clusters={self.n_clusters}: need at least 2; with {n} texts try {max(2, n // 10)}")
-        if self.n_clusters > n:
-            raise InputError(f"n_clusters={self.n_clusters} is more than the {n} texts; with {n} texts try {max(2, n // 10)}")
+        if not isinstance(self.k, (int, np.integer)) or not 2 <= self.k <= n:
+            raise InputError(f"k={self.k}: k-means needs 2..{n} clusters for {n} points")
         from evalcore.runtime import import_faiss
 
         faiss = import_faiss()
-        km = faiss.Kmeans(data.shape[1], int(self.n_clusters), niter=self.max_iter, verbose=False,
+        km = faiss.Kmeans(data.shape[1], int(self.k), niter=self.max_iter, verbose=False,
                           nredo=self.n_init, update_index=True, seed=self.random_state)
         km.train(data)
         self.kmeans_ = km
@@ -129,11 +128,11 @@ class Quantizer:
         return self.kmeans_.index.search(data, 1)[1].reshape(-1)
 
 
-def histograms(labels: npt.ArrayLike, n_q: int, n_clusters: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def histograms(labels: npt.ArrayLike, n_q: int, k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Step (3): cluster counts (p_counts, q_counts) from labels of the stacked [Q; P]."""
     lab = np.asarray(labels)
-    q = np.bincount(lab[:n_q], minlength=n_clusters)
-    p = np.bincount(lab[n_q:], minlength=n_clusters)
+    q = np.bincount(lab[:n_q], minlength=k)
+    p = np.bincount(lab[n_q:], minlength=k)
     return p, q
 
 
@@ -205,7 +204,7 @@ class MauveResult:
     mauve_star: float  # the same on Krichevsky-Trofimov smoothed histograms (counts + 0.5)
     frontier_integral: float
     frontier_integral_star: float
-    num_buckets: int  # k
+    num_buckets: int  # k, under mauve-text's name for it (its result objects' field)
     p_hist: list[float]  # [k]
     q_hist: list[float]  # [k]
     divergence_curve: list[list[float]]  # [m + 2, 2], exp(-c KL) coordinates
@@ -235,36 +234,63 @@ def mauve_from_counts(p_counts: npt.ArrayLike, q_counts: npt.ArrayLike, *, scali
          **(settings or {})})
 
 
-def auto_buckets(n_p: int, n_q: int) -> int:
-    """num_buckets='auto' as in mauve-text: max(2, round(min(n_p, n_q) / 10))."""
+def auto_k(n_p: int, n_q: int) -> int:
+    """k = "auto" as in mauve-text (its `num_buckets='auto'`): max(2, round(min(n_p, n_q) / 10))."""
     return max(2, int(round(min(n_p, n_q) / 10)))
 
 
-def compute_mauve(p_features: npt.ArrayLike, q_features: npt.ArrayLike, *, num_buckets: int | str = "auto",
+def max_k(n_p: int, n_q: int) -> int:
+    """The most clusters MAUVE takes for n_p human and n_q model texts: half the smaller side, so
+    a cluster holds two texts of each side on average. Past it most clusters hold one text and
+    MAUVE falls towards 0 whatever the model (0.004 at k = 80 for 80 + 80 texts)."""
+    return max(2, min(n_p, n_q) // 2)
+
+
+def resolve_k(k: int | str, n_p: int, n_q: int) -> int:
+    """The cluster count to use: "auto" -> auto_k, an integer checked against 2..max_k.
+
+    The one place k is resolved and limited: the CLI, the app's slider and MauveLab call it.
+    """
+    if isinstance(k, str):
+        if k.strip().lower() == "auto":
+            return auto_k(n_p, n_q)
+        try:
+            k = int(k)
+        except ValueError:
+            raise InputError(f"k={k!r}: give an integer or auto") from None
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise InputError(f"k={k!r}: give an integer >= 2 or 'auto'")
+    top = max_k(n_p, n_q)
+    if not 2 <= k <= top:
+        raise InputError(f"k={k}: need 2..{top} clusters for {n_p} + {n_q} texts (at most half the smaller side); "
+                         f"try {auto_k(n_p, n_q)} (auto)")
+    return int(k)
+
+
+def compute_mauve(p_features: npt.ArrayLike, q_features: npt.ArrayLike, *, k: int | str = "auto",
                   explained_variance: float = 0.9, n_init: int = 5, max_iter: int = 500, seed: int = 25,
                   scaling: float = 5.0, discretization: int = 25, pca_max_data: int = -1) -> MauveResult:
-    """End to end, with mauve-text's defaults and seeding (see the module docstring)."""
+    """End to end, with mauve-text's defaults and seeding (see the module docstring); `k` is
+    mauve-text's `num_buckets`."""
     red = reduce(p_features, q_features, explained_variance=explained_variance, pca_max_data=pca_max_data, seed=seed)
-    return quantize_and_score(red, num_buckets=num_buckets, n_init=n_init, max_iter=max_iter, scaling=scaling,
+    return quantize_and_score(red, k=k, n_init=n_init, max_iter=max_iter, scaling=scaling,
                               discretization=discretization)[0]
 
 
-def quantize_and_score(red: Reduced, *, num_buckets: int | str = "auto", n_init: int = 5, max_iter: int = 500,
+def quantize_and_score(red: Reduced, *, k: int | str = "auto", n_init: int = 5, max_iter: int = 500,
                        kmeans_seed: int | None = None, scaling: float = 5.0,
                        discretization: int = 25) -> tuple[MauveResult, npt.NDArray[np.int64]]:
     """Steps (2)-(5): (result, cluster label of each stacked [Q; P] text)."""
-    k = auto_buckets(red.n_p, red.n_q) if num_buckets == "auto" else num_buckets
-    if not isinstance(k, (int, np.integer)):
-        raise InputError(f"num_buckets={num_buckets!r}: give an integer >= 2 or 'auto'")
+    k = resolve_k(k, red.n_p, red.n_q)
     seed = red.seed + 2 if kmeans_seed is None else kmeans_seed
-    qz = Quantizer(int(k), n_init=n_init, max_iter=max_iter, random_state=seed).fit(red.data)
-    p_c, q_c = histograms(qz.labels_, red.n_q, int(k))
+    qz = Quantizer(k, n_init=n_init, max_iter=max_iter, random_state=seed).fit(red.data)
+    p_c, q_c = histograms(qz.labels_, red.n_q, k)
     settings = {"explained_variance": red.explained_variance, "n_components": red.n_components, "kmeans_seed": seed,
                 "n_init": n_init, "max_iter": max_iter, "n_p": red.n_p, "n_q": red.n_q}
     return mauve_from_counts(p_c, q_c, scaling=scaling, discretization=discretization, settings=settings), qz.labels_
 
 
-def bootstrap_ci(labels: npt.ArrayLike, n_q: int, n_clusters: int, *, n_boot: int = 200, random_state: int = 0,
+def bootstrap_ci(labels: npt.ArrayLike, n_q: int, k: int, *, n_boot: int = 200, random_state: int = 0,
                  scaling: float = 5.0, discretization: int = 25) -> tuple[float, float]:
     """95% percentile interval of MAUVE when texts are resampled with replacement on each side
     (cluster assignments held fixed, so each replicate costs one histogram and one curve)."""
@@ -273,8 +299,8 @@ def bootstrap_ci(labels: npt.ArrayLike, n_q: int, n_clusters: int, *, n_boot: in
     rng = np.random.default_rng(random_state)
     vals = []
     for _ in range(n_boot):
-        pc = np.bincount(lp[rng.integers(0, len(lp), len(lp))], minlength=n_clusters)
-        qc = np.bincount(lq[rng.integers(0, len(lq), len(lq))], minlength=n_clusters)
+        pc = np.bincount(lp[rng.integers(0, len(lp), len(lp))], minlength=k)
+        qc = np.bincount(lq[rng.integers(0, len(lq), len(lq))], minlength=k)
         a = alpha_grid(discretization)
         vals.append(mauve_area(divergence_curve(pc / pc.sum(), qc / qc.sum(), alphas=a, scaling=scaling)))
     lo, hi = np.percentile(vals, [2.5, 97.5])

@@ -104,20 +104,29 @@ class MauveLab:
         return self.reduced.n_p + self.reduced.n_q
 
     def k_auto(self) -> int:
-        return M.auto_buckets(self.reduced.n_p, self.reduced.n_q)
+        """mauve-text's default cluster count for these sizes."""
+        return M.auto_k(self.reduced.n_p, self.reduced.n_q)
+
+    def k_max(self) -> int:
+        """The most clusters these texts take (`metrics.mauve.max_k`)."""
+        return M.max_k(self.reduced.n_p, self.reduced.n_q)
+
+    def k(self, k: int | str = "auto") -> int:
+        """`k` ("auto" or an integer) resolved and checked once (`metrics.mauve.resolve_k`)."""
+        return M.resolve_k(k, self.reduced.n_p, self.reduced.n_q)
 
     def _fit(self, k: int, kmeans_seed: int | None = None) -> tuple[M.MauveResult, np.ndarray]:
         seed = self.reduced.seed + 2 if kmeans_seed is None else kmeans_seed
         if (k, seed) not in self._cache:
-            self._cache[(k, seed)] = M.quantize_and_score(self.reduced, num_buckets=k, kmeans_seed=seed, scaling=self.scaling)
+            self._cache[(k, seed)] = M.quantize_and_score(self.reduced, k=k, kmeans_seed=seed, scaling=self.scaling)
         return self._cache[(k, seed)]
 
     def result(self, k: int | str = "auto") -> M.MauveResult:
-        return self._fit(self.k_auto() if k == "auto" else int(k))[0]
+        return self._fit(self.k(k))[0]
 
     def labels(self, k: int | str = "auto") -> tuple[np.ndarray, np.ndarray]:
         """(p_labels, q_labels): the cluster of each human and each model text."""
-        lab = self._fit(self.k_auto() if k == "auto" else int(k))[1]
+        lab = self._fit(self.k(k))[1]
         return lab[self.reduced.n_q :], lab[: self.reduced.n_q]
 
     def point(self, alpha: float, k: int | str = "auto") -> dict[str, Any]:
@@ -131,13 +140,13 @@ class MauveLab:
         return [{"k": int(k), "mauve": self.result(int(k)).mauve, "mauve_star": self.result(int(k)).mauve_star} for k in ks]
 
     def seeds(self, k: int | str = "auto", seeds: Sequence[int] = (0, 1, 2, 3, 4)) -> dict[str, Any]:
-        kk = self.k_auto() if k == "auto" else int(k)
+        kk = self.k(k)
         vals = np.array([self._fit(kk, s)[0].mauve for s in seeds])
         return {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
                 "values": vals.tolist(), "seeds": list(seeds)}
 
     def bootstrap(self, k: int | str = "auto", *, n_boot: int = 200, random_state: int = 0) -> tuple[float, float]:
-        kk = self.k_auto() if k == "auto" else int(k)
+        kk = self.k(k)
         return M.bootstrap_ci(self._fit(kk)[1], self.reduced.n_q, kk, n_boot=n_boot, random_state=random_state,
                               scaling=self.scaling)
 
