@@ -2,12 +2,13 @@
 # bundled models and data); both are fast when nothing changed.
 #   make app    the Streamlit app on the embedded default (bundled models, offline)
 #   make test   the whole test suite
+#   make check  the quick tests (no model loaded), under a minute
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: app test bench install bundle chromium clean
+.PHONY: app test check bench install bundle chromium clean
 install: $(STAMP)
 
 $(STAMP): requirements.txt requirements-bundle.txt requirements-dev.txt pyproject.toml
@@ -29,6 +30,9 @@ app: $(STAMP)
 
 test: $(STAMP) chromium
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q tests
+
+check: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q -m "not slow" tests
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -r bench/requirements-bench.txt 2>&1 | grep -v "^WARNING: Location" || true

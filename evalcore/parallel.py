@@ -12,6 +12,8 @@ written with `INSERT OR IGNORE` in SQLite WAL mode, so ranks write one file side
 and rank 0's read of all items is an ordinary cache hit. A rank killed mid-run loses only
 its batch in flight; a rerun reads what every rank had stored and scores the rest.
 
+`data_parallel(d, run, items)` is that recipe for any run over items (HellaSwag, perplexity).
+
 Without RANK and WORLD_SIZE > 1 in the environment (a plain `python -m evalcore`), `from_env`
 returns a one-process `Dist` that initializes nothing, changes no thread count and whose
 methods are no-ops, so single-process runs are unchanged. torch is imported only when a
@@ -19,9 +21,11 @@ process group is actually started.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, final
@@ -31,6 +35,7 @@ from evalcore.errors import InputError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 DEFAULT_TIMEOUT_S = 24 * 3600  # a rank that finished waits at the barrier for the slowest one; a resumed run
 # can leave one rank with nothing to do while another scores for hours, so the limit is a day, not gloo's 30 min
@@ -161,3 +166,28 @@ def _cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS, Windows
         return os.cpu_count() or 1
+
+
+def data_parallel(d: Dist, run: Callable[[list[T]], R], items: Sequence[T], *, cached: str) -> R | None:
+    """`run(items)`, spread over the ranks of `d`; the result on rank 0, None on the others.
+
+    Each rank runs its shard, which writes its records to the shared store; after the
+    barrier rank 0 runs all items, which reads them back without a forward pass. Its
+    result then gets the whole job's wall time and the sum of the ranks' `cached` counts.
+    """
+    if not d.enabled:
+        return run(list(items))
+    if d.world != d.local_world and d.is_main:
+        log.warning("ranks on %d nodes: rank 0 finds only the records in its own store file, and SQLite is unsafe "
+                    "on network filesystems; prefer one job per node and `evalcore store-merge` (docs/scaling-out.md)",
+                    d.world // max(1, d.local_world))
+    t0 = time.perf_counter()
+    mine = d.shard(items)
+    n_cached = getattr(run(mine), cached) if mine else 0
+    log.info("rank %d/%d: %d of %d items done (%d cached)", d.rank, d.world, len(mine), len(items), n_cached)
+    d.barrier()
+    total_cached = sum(d.gather(n_cached))
+    if not d.is_main:
+        return None
+    res = run(list(items))
+    return dataclasses.replace(res, seconds=time.perf_counter() - t0, **{cached: total_cached})  # type: ignore[type-var]

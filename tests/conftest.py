@@ -1,7 +1,11 @@
-"""Shared fixtures: the real bundled models, loaded once per test session.
+"""Shared fixtures: the real bundled models, loaded once per test session; and the `slow` mark.
 
 Converted weights live in the user cache folder (EVALCORE_CACHE or ~/.cache/evalcore), so
-the first run on a fresh machine converts the GGUFs once (~1.5 min); stores are per test.
+the first run on a fresh machine converts the GGUFs once; stores are per test.
+
+A test is `slow` when it uses a model fixture or lives in a module that runs models, servers
+or CLI processes (SLOW_MODULES). `make check` runs the others (`-m "not slow"`): the store,
+the metrics, argument and output handling, the app's helpers; `make test` runs everything.
 """
 from __future__ import annotations
 
@@ -11,6 +15,16 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+MODEL_FIXTURES = {"smol", "gemma", "hellaswag", "reference", "ref"}
+SLOW_MODULES = {"test_app", "test_bad_input", "test_browser", "test_distributed", "test_faults", "test_first_use",
+                "test_hellaswag", "test_load", "test_model_folders", "test_models", "test_native"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or MODEL_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

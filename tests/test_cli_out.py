@@ -11,7 +11,7 @@ import faults as F
 import numpy as np
 import pytest
 
-from evalcore import cli
+from evalcore.cli.output import write_json
 from evalcore.errors import EvalcoreError
 
 
@@ -81,5 +81,5 @@ def test_out_onto_a_fifo_writes_through(features, tmp_path):
 
 def test_non_finite_numbers_never_reach_the_json(tmp_path):
     with pytest.raises(EvalcoreError, match="non-finite"):
-        cli._write_json(tmp_path / "o.json", {"mauve": float("nan")})
+        write_json(tmp_path / "o.json", {"mauve": float("nan")})
     assert not (tmp_path / "o.json").exists()

@@ -13,11 +13,11 @@ from evalcore.data import HellaSwag, HellaSwagItem
 from evalcore.errors import require_finite
 from evalcore.metrics import hellaswag as hsm
 from evalcore.models import LoadedModel
+from evalcore.runs._memo import Progress, memo_map
 from evalcore.store import Store, record_key
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]  # (done, total)
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,15 @@ def _item_key(lm: LoadedModel, ds: HellaSwag, index: int) -> str:
     return record_key(op="hellaswag", model=lm.identity(), data=ds.identity(), index=index)
 
 
+def _item_result(it: HellaSwagItem, per_cont: Sequence[Any]) -> HellaSwagItemResult:
+    """One item's result from the per-token log-probs of its four endings."""
+    ll = [float(x.sum()) for x in per_cont]
+    require_finite(ll, f"HellaSwag item {it.index}: an ending's log-likelihood")
+    cl = [len(c) for c in it.choices]
+    pred, pred_norm = (int(v[0]) for v in hsm.predictions([ll], [cl]))
+    return HellaSwagItemResult(it.index, it.label, ll, cl, pred, pred_norm, [len(x) for x in per_cont])
+
+
 def run_hellaswag(
     lm: LoadedModel,
     indices: Sequence[int],
@@ -93,36 +102,15 @@ def run_hellaswag(
     ds = dataset or HellaSwag()
     store = store or Store()
     indices = list(indices)
-    keys = {i: _item_key(lm, ds, i) for i in indices}
-    found = store.get_many(keys.values())
-    results: dict[int, HellaSwagItemResult] = {}
-    for i in indices:
-        if keys[i] in found:
-            results[i] = HellaSwagItemResult(**found[keys[i]])
-    cached = len(results)
-    todo = [i for i in indices if i not in results]
-    done = cached
-    if progress:
-        progress(done, len(indices))
-    if todo:
-        items: list[HellaSwagItem] = ds.items(todo)
+
+    def compute(todo: list[int]):
+        items: list[HellaSwagItem] = ds.items([indices[j] for j in todo])
         groups = [scoring.encode_pair(lm.tokenizer, it.query, it.continuations) for it in items]
         for batch_idx, lps in (scorer or scoring.iter_logprobs)(lm, groups, batch_tokens=batch_tokens):
-            new: dict[str, Any] = {}
-            for b, per_cont in zip(batch_idx, lps):
-                it = items[b]
-                ll = [float(x.sum()) for x in per_cont]
-                require_finite(ll, f"HellaSwag item {it.index}: an ending's log-likelihood")
-                cl = [len(c) for c in it.choices]
-                pred, pred_norm = (int(v[0]) for v in hsm.predictions([ll], [cl]))
-                r = HellaSwagItemResult(it.index, it.label, ll, cl, pred, pred_norm, [len(x) for x in per_cont])
-                results[it.index] = r
-                new[keys[it.index]] = asdict(r)
-            store.put_many("hellaswag", new)
-            done += len(batch_idx)
-            if progress:
-                progress(done, len(indices))
-    ordered = [results[i] for i in indices]
+            yield [todo[b] for b in batch_idx], [asdict(_item_result(items[b], p)) for b, p in zip(batch_idx, lps)]
+
+    values, cached = memo_map(store, "hellaswag", [_item_key(lm, ds, i) for i in indices], compute, progress=progress)
+    ordered = [HellaSwagItemResult(**v) for v in values]
     labels = np.array([r.label for r in ordered])
     acc = hsm.accuracy(np.array([r.pred for r in ordered]) == labels)
     acc_norm = hsm.accuracy(np.array([r.pred_norm for r in ordered]) == labels)

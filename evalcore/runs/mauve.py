@@ -24,7 +24,7 @@ from evalcore.data import HellaSwag
 from evalcore.errors import InputError, require_finite
 from evalcore.metrics import mauve as M
 from evalcore.models import LoadedModel
-from evalcore.runs.hellaswag import Progress
+from evalcore.runs._memo import Progress, memo_map
 from evalcore.store import Store, record_key
 
 log = logging.getLogger(__name__)
@@ -44,21 +44,21 @@ def model_texts(lm: LoadedModel, indices: Sequence[int], decoding, *, dataset: H
     items = ds.items(list(indices))
     keys = [record_key(op="generate", model=lm.identity(), decoding=decoding.to_dict(), data=ds.identity(), index=it.index)
             for it in items]
-    found = store.get_many(keys)
-    out = {i: found[k]["continuation"] for i, k in enumerate(keys) if k in found}
-    todo = [i for i in range(len(items)) if i not in out]
-    log.info("%s: %d of %d continuations read from the store, %d to generate", lm.spec.name, len(out), len(items),
-             len(todo))
-    for s in range(0, len(todo), batch_size):
-        chunk = todo[s : s + batch_size]
-        max_new = [decoding.max_new_tokens or int(np.clip(len(lm.tokenizer(" " + items[i].choices[items[i].label]).input_ids), 8, 64))
-                   for i in chunk]
-        gen = scoring.generate(lm, [items[i].query for i in chunk], [str(items[i].index) for i in chunk], max_new, decoding)
-        store.put_many("generate", {keys[i]: {"continuation": g} for i, g in zip(chunk, gen)})
-        out.update(zip(chunk, gen))
-        if progress:
-            progress(len(items) - len(todo) + s + len(chunk), len(items))
-    return [out[i].strip() or out[i] for i in range(len(items))]
+
+    def compute(todo: list[int]):
+        for s in range(0, len(todo), batch_size):
+            chunk = todo[s : s + batch_size]
+            max_new = [decoding.max_new_tokens or int(np.clip(len(lm.tokenizer(" " + items[i].choices[items[i].label])
+                                                                  .input_ids), 8, 64)) for i in chunk]
+            gen = scoring.generate(lm, [items[i].query for i in chunk], [str(items[i].index) for i in chunk], max_new,
+                                   decoding)
+            yield chunk, [{"continuation": g} for g in gen]
+
+    values, cached = memo_map(store, "generate", keys, compute, progress=progress)
+    log.info("%s: %d of %d continuations read from the store, %d generated", lm.spec.name, cached, len(items),
+             len(items) - cached)
+    out = [v["continuation"] for v in values]
+    return [t.strip() or t for t in out]
 
 
 def features(featurizer: LoadedModel, texts: Sequence[str], *, kind: str, store: Store | None = None) -> npt.NDArray[np.float32]:
@@ -67,15 +67,14 @@ def features(featurizer: LoadedModel, texts: Sequence[str], *, kind: str, store:
 
     store = store or Store()
     keys = [record_key(op="features", model=featurizer.identity(), kind=kind, text=_thash(t)) for t in texts]
-    found = store.get_many(keys)
-    todo = [i for i, k in enumerate(keys) if k not in found]
-    if todo:
+
+    def compute(todo: list[int]):
         f = scoring.featurize(featurizer, [texts[i] for i in todo], kind=kind)
         require_finite(f, f"the features of {featurizer.spec.name} ([text, dim])")
-        new = {keys[i]: f[j].tolist() for j, i in enumerate(todo)}
-        store.put_many("features", new)
-        found.update(new)
-    return np.array([found[k] for k in keys], dtype=np.float32)
+        yield todo, [row.tolist() for row in f]
+
+    values, _ = memo_map(store, "features", keys, compute)
+    return np.array(values, dtype=np.float32)
 
 
 @dataclass

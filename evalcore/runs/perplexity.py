@@ -12,7 +12,7 @@ import numpy as np
 from evalcore.errors import require_finite
 from evalcore.metrics.perplexity import Perplexity
 from evalcore.models import LoadedModel
-from evalcore.runs.hellaswag import Progress
+from evalcore.runs._memo import Progress, memo_map
 from evalcore.store import Store, record_key
 
 log = logging.getLogger(__name__)
@@ -75,31 +75,24 @@ def run_perplexity(lm: LoadedModel, texts: Sequence[str], *, max_length: int = 1
     settings = {"max_length": max_length, "stride": stride}
     keys = [record_key(op="perplexity", model=lm.identity(), text=hashlib.sha256(t.encode()).hexdigest(),
                        **settings) for t in texts]
-    found = store.get_many(keys)
-    out: dict[int, TextNLL] = {i: TextNLL(**found[k]) for i, k in enumerate(keys) if k in found}
-    cached = len(out)
-    todo = [i for i in range(len(texts)) if i not in out]
-    if todo:
+
+    def compute(todo: list[int]):
         ids = [lm.tokenizer(texts[i]).input_ids for i in todo]
         short = [todo[j] for j, x in enumerate(ids) if len(x) < 2]
         if short:
             raise InputError(f"text {short[0]} is shorter than two tokens; give a longer text")
-        done = cached
         for chunk in _store_chunks([len(x) for x in ids], budget=batch_tokens or auto_batch_tokens(lm),
                                    max_length=max_length):
             nlls = scoring.token_nlls(lm, [ids[j] for j in chunk], max_length=max_length, stride=stride,
                                       batch_tokens=batch_tokens)
-            new = {}
             for j, nll in zip(chunk, nlls):
-                i = todo[j]
-                require_finite(nll, f"text {i}: a token's NLL")
-                out[i] = TextNLL(list(ids[j]), [float(x) for x in nll], len(texts[i].encode("utf-8")))
-                new[keys[i]] = asdict(out[i])
-            store.put_many("perplexity", new)
-            done += len(chunk)
-            if progress:
-                progress(done, len(texts))
-    ordered = [out[i] for i in range(len(texts))]
+                require_finite(nll, f"text {todo[j]}: a token's NLL")
+            yield [todo[j] for j in chunk], [asdict(TextNLL(list(ids[j]), [float(x) for x in nll],
+                                                            len(texts[todo[j]].encode("utf-8"))))
+                                             for j, nll in zip(chunk, nlls)]
+
+    values, cached = memo_map(store, "perplexity", keys, compute, progress=progress)
+    ordered = [TextNLL(**v) for v in values]
     metrics = perplexity([np.array(t.nll) for t in ordered], sum(t.n_bytes for t in ordered))
     bos = lm.tokenizer.bos_token_id
     starts_bos = all(t.ids[0] == bos for t in ordered) if bos is not None else False

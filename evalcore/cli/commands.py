@@ -1,0 +1,342 @@
+"""The subcommands: each is its arguments and one call into `evalcore.runs` (or the store).
+
+    models       the registry, with availability here
+    hellaswag    run_hellaswag over selected items          } data-parallel under torchrun
+    perplexity   run_perplexity over a corpus or a file     } (parallel.data_parallel)
+    kl           run_token_kl, pooled over texts
+    mauve        run_mauve (or MauveLab on your features), then MAUVE at k
+    store-merge  store.merge
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from evalcore.cli.args import DTYPES, MAX_TOP_K, backend_arg, device_map_arg, float_in, int_in, model_args, out_arg, text_args
+from evalcore.cli.output import progress_bar, say, write_json
+from evalcore.errors import EvalcoreError
+
+if TYPE_CHECKING:
+    from evalcore.models import LoadedModel
+    from evalcore.parallel import Dist
+    from evalcore.runs.mauve import MauveLab
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name and help, the arguments it adds, and what it runs (exit status)."""
+
+    name: str
+    help: str
+    add: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# ----------------------------------------------------------------------------- models
+
+def add_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """The registry with availability here, as a table or JSON."""
+    from evalcore.models import REGISTRY, availability
+
+    rows = []
+    for spec in REGISTRY.values():
+        a = availability(spec)
+        rows.append({**spec.to_dict(), "available": a.ok, "source": a.source, "detail": a.detail})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'name':<14} {'params':>7} {'tokenizer':<9} {'available':<9} {'source':<16} detail")
+    for r in rows:
+        print(f"{r['name']:<14} {r['params_m']:>6.0f}M {r['tokenizer_family']:<9} {'yes' if r['available'] else 'no':<9} "
+              f"{r['source']:<16} {r['detail']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- hellaswag, perplexity
+
+def load_lm(args: argparse.Namespace, d: Dist) -> LoadedModel:
+    """This rank's copy of --model on its device (cuda:LOCAL_RANK or cpu under torchrun)."""
+    from evalcore.models import load_model
+
+    if args.device_map and d.local_world > 1:
+        raise EvalcoreError(f"--device-map auto spreads one model over all of a node's GPUs, but {d.local_world} "
+                            "ranks run on this node; launch one rank per node (torchrun --nproc_per_node 1)")
+    return load_model(args.model, device=d.device, dtype=args.dtype, device_map=args.device_map, backend=args.backend)
+
+
+def _scored_run(args: argparse.Namespace, what: str, items: list, run: Callable[..., Any], *, cached: str,
+                load: Callable[[Dist], tuple[Any, dict[str, Any]]] | None = None) -> tuple[Any, Any, dict] | None:
+    """Load --model, then `run(lm, items, store=, progress=, **kw)` spread over torchrun's ranks
+    (`parallel.data_parallel`); (model, result, {"parallel": ...} under torchrun) on rank 0,
+    None on the others."""
+    from evalcore import parallel
+    from evalcore.store import Store
+
+    with parallel.from_env(args.device) as d:
+        lm, kw = load(d) if load is not None else (load_lm(args, d), {})
+        bar, update = progress_bar(f"{what} {lm.spec.name}", enabled=d.is_main)
+        store = Store(args.store)
+        res = parallel.data_parallel(d, lambda sub: run(lm, sub, store=store, progress=update, **kw), items,
+                                     cached=cached)
+        bar.close()
+        if not d.is_main:
+            return None
+        return lm, res, ({"parallel": {"world": d.world, "backend": d.backend}} if d.enabled else {})
+
+
+def add_hellaswag(p: argparse.ArgumentParser) -> None:
+    model_args(p, vllm=True)
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--limit", type=int, help="first N items")
+    sel.add_argument("--indices", type=Path, help="JSON file with a list of row indices")
+    sel.add_argument("--sample", type=int, help="N items sampled at random (with --seed)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
+    out_arg(p)
+
+
+def run_hellaswag(args: argparse.Namespace) -> int:
+    """acc and acc_norm with per-item results, as JSON."""
+    from evalcore import runs
+    from evalcore.data import HellaSwag, select_indices
+
+    if args.sample is None and args.seed != 0:
+        raise EvalcoreError("--seed only applies with --sample N")
+    ds = HellaSwag()
+    idx = select_indices(len(ds), limit=args.limit, indices=args.indices, sample=args.sample, seed=args.seed)
+    bt = args.batch_tokens or (args.batch_items * 110 if args.batch_items else None)  # one packed row an item
+    got = _scored_run(args, "hellaswag", idx, lambda lm, sub, **kw: runs.run_hellaswag(
+        lm, sub, dataset=ds, batch_tokens=bt, **kw), cached="cached_items",
+        load=_vllm_loader(args) if args.backend == "vllm" else None)
+    if got is None:
+        return 0
+    lm, res, extra = got
+    out = {**res.to_dict(), **extra}
+    out["model"]["load_seconds"] = round(lm.load_seconds, 3)
+    write_json(args.out, out)
+    r = out["results"]
+    say(args, f"{lm.spec.name}: acc {r['acc']:.4f} ± {r['acc_stderr']:.4f}, acc_norm {r['acc_norm']:.4f} ± "
+              f"{r['acc_norm_stderr']:.4f} on {res.n} items ({res.cached_items} cached) -> {args.out}")
+    return 0
+
+
+def _vllm_loader(args: argparse.Namespace) -> Callable[[Dist], tuple[Any, dict[str, Any]]]:
+    from evalcore.scoring import vllm_backend
+
+    vllm_backend.require_vllm()  # one line when vLLM is missing, before any loading
+
+    def load(d: Dist) -> tuple[Any, dict[str, Any]]:
+        if d.enabled:
+            raise EvalcoreError("--backend vllm runs as one process (vLLM batches and splits a model over GPUs "
+                                "itself); launch it without torchrun")
+        # run_hellaswag(scorer=): the same contract as scoring.iter_logprobs
+        return vllm_backend.load_vllm(args.model, dtype=args.dtype), {"scorer": vllm_backend.iter_logprobs}
+    return load
+
+
+def add_perplexity(p: argparse.ArgumentParser) -> None:
+    model_args(p)
+    text_args(p)
+    p.add_argument("--max-length", type=int_in(2), default=1024,
+                   help="tokens per window (capped at the model's context; the JSON records the value used)")
+    p.add_argument("--stride", type=int_in(1), default=None,
+                   help="tokens between window starts, <= max length (default: 512, or the max length if smaller)")
+    p.add_argument("--per-token", action="store_true", help="include each text's token ids and NLLs in the JSON")
+    out_arg(p)
+
+
+def texts(args: argparse.Namespace) -> list[str]:
+    """--text-file's text, or the first --limit texts of --corpus (default 100)."""
+    from evalcore.data import corpus, read_text_file
+
+    if args.text_file is not None:
+        return [read_text_file(args.text_file)]
+    return corpus(args.corpus, limit=args.limit if args.limit is not None else 100)
+
+
+def run_perplexity(args: argparse.Namespace) -> int:
+    """Perplexity, bits per token and bits per byte (and per-token NLLs with --per-token), as JSON."""
+    from evalcore import runs
+
+    items = texts(args)
+    bt = args.batch_tokens or (args.batch_items * args.max_length if args.batch_items else None)  # one window a text
+    got = _scored_run(args, "perplexity", items, lambda lm, sub, **kw: runs.run_perplexity(
+        lm, sub, max_length=args.max_length, stride=args.stride, batch_tokens=bt, **kw), cached="cached_texts")
+    if got is None:
+        return 0
+    lm, res, extra = got
+    out = {**res.to_dict(per_token=args.per_token), **extra}
+    write_json(args.out, out)
+    m = res.metrics
+    say(args, f"{lm.spec.name}: perplexity {m.perplexity:.3f}, {m.bits_per_token:.3f} bits/token, {m.bits_per_byte:.4f} "
+              f"bits/byte over {m.tokens} tokens of {len(items)} texts -> {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- kl
+
+def add_kl(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-p", required=True, help="model P (registry name, folder or hub id)")
+    p.add_argument("--model-q", required=True, help="model Q; must share P's tokenizer")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=DTYPES)
+    p.add_argument("--dtype-q", default=None, choices=DTYPES,
+                   help="dtype for Q only (e.g. compare a model at float32 with itself at bfloat16)")
+    text_args(p)
+    p.add_argument("--top-k", type=int_in(1, MAX_TOP_K), default=10, help="k for top-k agreement (1..10,000)")
+    p.add_argument("--max-length", type=int_in(2), default=1024, help="tokens of each text compared")
+    out_arg(p)
+
+
+def run_kl(args: argparse.Namespace) -> int:
+    """Token-level KL both ways, JS and top-k agreement, pooled over positions, as JSON."""
+    import numpy as np
+
+    from evalcore.models import load_model
+    from evalcore.runs import run_token_kl
+
+    items = texts(args)
+    lm_p = load_model(args.model_p, device=args.device, dtype=args.dtype)
+    lm_q = load_model(args.model_q, device=args.device, dtype=args.dtype_q or args.dtype)
+    per_text = [run_token_kl(lm_p, lm_q, t, k=args.top_k, max_length=args.max_length) for t in items]
+    pos = np.array([len(r.kl_pq) for r in per_text], dtype=float)
+    summ = [r.summary() for r in per_text]
+    pooled = {key: float(np.average([s[key] for s in summ], weights=pos))
+              for key in ("kl_pq", "kl_qp", "js", "top1_agreement", f"top{args.top_k}_overlap")}
+    out = {"model_p": per_text[0].model_p, "model_q": per_text[0].model_q, **pooled, "positions": int(pos.sum()),
+           "n_texts": len(items), "units": "nats, mean over positions", "texts": summ}
+    write_json(args.out, out)
+    say(args, f"KL(P||Q) {pooled['kl_pq']:.4f}, KL(Q||P) {pooled['kl_qp']:.4f}, JS {pooled['js']:.4f} nats over "
+              f"{int(pos.sum())} positions; top-1 agreement {pooled['top1_agreement']:.3f} -> {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- mauve
+
+def add_mauve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--p-features", type=Path, help="P (human) features, .npy [n, dim]")
+    p.add_argument("--q-features", type=Path, help="Q (model) features, .npy [n, dim]")
+    p.add_argument("--model", help="model whose continuations of HellaSwag contexts form Q")
+    p.add_argument("--featurizer", default="minilm", help="minilm (bundled) or a causal LM name (last hidden state)")
+    p.add_argument("--featurizer-dtype", default="float32", choices=DTYPES[1:],
+                   help="dtype of a causal-LM featurizer (default float32; bfloat16 is faster on CPUs with AMX, "
+                        "features move ~2%%: see bench/RESULTS.md)")
+    p.add_argument("--limit", type=int, default=100, help="HellaSwag contexts (default 100)")
+    p.add_argument("-k", "--k", "--clusters", dest="k", default="auto",
+                   help="cluster count: an integer in 2..half the texts per side, or auto (= n/10, as mauve-text)")
+    p.add_argument("--scaling", type=float_in(0, 1e6, lo_open=True), default=5.0, help="c in exp(-c KL) (default 5)")
+    p.add_argument("--seed", type=int, default=25, help="PCA/k-means seed (mauve-text's default 25)")
+    p.add_argument("--temperature", type=float_in(0, 100), default=1.0, help="sampling temperature, 0 = greedy")
+    p.add_argument("--top-p", type=float_in(0, 1, lo_open=True), default=0.95, help="nucleus mass in (0, 1]; 1 = off")
+    p.add_argument("--top-k", type=int_in(0), default=0, help="sample from the k most likely tokens; 0 = off")
+    p.add_argument("--max-new-tokens", type=int_in(1, 4096), default=None, help="default: the gold ending's length")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=DTYPES)
+    device_map_arg(p)
+    backend_arg(p)
+    p.add_argument("--store", type=Path, default=None)
+    out_arg(p)
+
+
+def _lab_from_features(args: argparse.Namespace) -> tuple[MauveLab, dict[str, Any]]:
+    from evalcore.data import read_features
+    from evalcore.runs.mauve import MauveLab
+
+    if not (args.p_features and args.q_features):
+        raise EvalcoreError("give both --p-features and --q-features")
+    fp, fq = read_features(args.p_features, side="P"), read_features(args.q_features, side="Q")
+    return MauveLab.from_features(fp, fq, seed=args.seed, scaling=args.scaling), {"source": "features"}
+
+
+def _lab_from_model(args: argparse.Namespace) -> tuple[MauveLab, dict[str, Any]] | None:
+    """Human HellaSwag endings vs --model's continuations; generation is sharded under torchrun
+    (each text has its own random stream, so the split does not change it), featurizing and
+    MAUVE run on rank 0. None on the other ranks."""
+    from evalcore import parallel
+    from evalcore.data import HellaSwag, select_indices
+    from evalcore.models import load_embedder, load_model
+    from evalcore.runs.mauve import model_texts, run_mauve
+    from evalcore.scoring import Decoding
+    from evalcore.store import Store
+
+    ds = HellaSwag()
+    idx = select_indices(len(ds), limit=args.limit)
+    with parallel.from_env(args.device) as d:
+        lm = load_lm(args, d)
+        dec = Decoding(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                       max_new_tokens=args.max_new_tokens, seed=args.seed)
+        store = Store(args.store)
+        if d.enabled:
+            bar, update = progress_bar(f"generate {lm.spec.name} (rank 0's shard)", enabled=d.is_main)
+            model_texts(lm, d.shard(idx), dec, dataset=ds, store=store, progress=update)
+            bar.close()
+            d.barrier()
+            if not d.is_main:
+                return None
+        if args.featurizer == "minilm":
+            feat, kind = load_embedder(device=d.device), "minilm"
+        else:
+            feat, kind = load_model(args.featurizer, device=d.device, dtype=args.featurizer_dtype), "causal"
+        bar, update = progress_bar(f"generate {lm.spec.name}")
+        lab = run_mauve(lm, feat, idx, dec, kind=kind, dataset=ds, store=store, seed=args.seed, progress=update)
+        bar.close()
+    return lab, {"source": "hellaswag", "model": lm.identity(), "featurizer": feat.identity(),
+                 "decoding": dec.to_dict(), "n": len(idx)}
+
+
+def run_mauve(args: argparse.Namespace) -> int:
+    """MAUVE at k, with its bootstrap interval and spread over k-means seeds, as JSON."""
+    if args.p_features or args.q_features:
+        got = _lab_from_features(args)
+    elif args.model:
+        got = _lab_from_model(args)
+    else:
+        raise EvalcoreError("give --model NAME (HellaSwag texts) or --p-features/--q-features")
+    if got is None:
+        return 0
+    lab, meta = got
+    k = lab.k(args.k)
+    res = lab.result(k)
+    out = {**res.to_dict(), **meta, "mauve_ci95_bootstrap": list(lab.bootstrap(k)), "mauve_over_seeds": lab.seeds(k)}
+    write_json(args.out, out)
+    say(args, f"MAUVE {res.mauve:.4f} (MAUVE* {res.mauve_star:.4f}), k={res.num_buckets}, 95% CI "
+              f"[{out['mauve_ci95_bootstrap'][0]:.3f}, {out['mauve_ci95_bootstrap'][1]:.3f}] -> {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- store-merge
+
+def add_store_merge(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sources", nargs="+", type=Path, help="store files to read (.sqlite)")
+    p.add_argument("--into", type=Path, required=True, help="store file to add them to (created if missing)")
+
+
+def run_store_merge(args: argparse.Namespace) -> int:
+    """Copy the records of store files into one; prints what each added."""
+    from evalcore.store import Store, merge
+
+    added = merge(args.sources, into=args.into)
+    for src, n in added.items():
+        print(f"{src}: {n} new records")
+    total = Store(args.into)
+    print(f"{sum(added.values())} records added; {args.into} now holds {total.count()}")
+    total.close()
+    return 0
+
+
+COMMANDS = (
+    Command("models", "list the model registry with availability here", add_models, run_models),
+    Command("hellaswag", "HellaSwag accuracy (acc, acc_norm) with per-item results", add_hellaswag, run_hellaswag),
+    Command("perplexity", "sliding-window perplexity, bits per token and bits per byte", add_perplexity,
+            run_perplexity),
+    Command("kl", "token-level KL between two models that share a tokenizer", add_kl, run_kl),
+    Command("mauve", "MAUVE: features from .npy files, or human vs model HellaSwag text", add_mauve, run_mauve),
+    Command("store-merge", "copy the records of store files (e.g. one per node) into one store", add_store_merge,
+            run_store_merge),
+)
