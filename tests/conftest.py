@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 MODEL_FIXTURES = {"smol", "gemma", "hellaswag", "reference", "ref"}
-SLOW_MODULES = {"test_app", "test_bad_input", "test_browser", "test_distributed", "test_faults", "test_first_use",
+SLOW_MODULES = {"test_app", "test_bad_input", "test_browser", "test_cli_out", "test_distributed", "test_faults", "test_first_use",
                 "test_hellaswag", "test_load", "test_model_folders", "test_models", "test_native"}
 
 

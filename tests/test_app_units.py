@@ -54,6 +54,7 @@ print(errors, "torch" in sys.modules, "faiss" in sys.modules, "sklearn.decomposi
 """
 
 
+@pytest.mark.slow  # a CLI process or a fresh interpreter
 def test_import_backends_makes_first_calls_thread_safe():
     out = subprocess.run([sys.executable, "-c", CONCURRENT_IMPORTS], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)

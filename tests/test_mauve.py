@@ -128,6 +128,7 @@ def test_end_to_end_on_bundle(smol, hellaswag, store):
     assert again.result("auto").mauve == res.mauve
 
 
+@pytest.mark.slow  # a CLI process or a fresh interpreter
 def test_cli_from_features(tmp_path):
     p, q = _feats(2)
     np.save(tmp_path / "p.npy", p)

@@ -142,6 +142,7 @@ def test_bad_texts(smol, store, tmp_path):
         data.read_text_file(f)
 
 
+@pytest.mark.slow  # a CLI process or a fresh interpreter
 def test_cli_perplexity_errors_are_one_line(tmp_path):
     f = tmp_path / "empty.txt"
     f.write_text("  ")
