@@ -137,7 +137,7 @@ def _convert(spec: ModelSpec, out: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        _save_weights(model, tmp)
         tok.save_pretrained(tmp)
         files = {p.name: _file_record(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         meta = {"gguf": str(gguf), "gguf_sha256": sha, "convert_version": CONVERT_VERSION,
@@ -151,6 +151,26 @@ def _convert(spec: ModelSpec, out: Path) -> Path:
                          "EVALCORE_CACHE to a writable folder with ~2 GB free") from None
     log.info("converted %s to safetensors in %.1fs", spec.name, meta["seconds"])
     return out
+
+
+def _save_weights(model: Any, folder: Path) -> None:
+    """config.json, generation_config.json and model.safetensors of a model, written on any rank.
+
+    Not `model.save_pretrained`: inside a torchrun process group it writes nothing on ranks
+    other than 0, and the rank that converts is whichever takes the lock first. The LM head
+    tied to the embeddings is stored once, under the embeddings' name, as transformers does.
+    """
+    from safetensors.torch import save_file
+
+    model.config.architectures = [type(model).__name__]  # as save_pretrained records it
+    model.config.save_pretrained(folder)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(folder)
+    sd = model.state_dict()
+    head, embed = sd.get("lm_head.weight"), sd.get("model.embed_tokens.weight")
+    if head is not None and embed is not None and head.data_ptr() == embed.data_ptr():
+        del sd["lm_head.weight"]
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
 def load_gguf_direct(name: str) -> tuple[Any, Any]:
