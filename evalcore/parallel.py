@@ -101,9 +101,9 @@ class Dist:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        # Ranks leave together: a rank that tore its process group down while rank 0 was still
-        # reading back and writing the JSON aborted once in CI ("terminate called without an
-        # active exception", gloo). After an error, no barrier: torchrun stops the other ranks.
+        # Ranks leave together: a rank that tears its process group down while rank 0 is still
+        # reading back and writing the JSON can abort it ("terminate called without an active
+        # exception", gloo). After an error, no barrier: torchrun stops the other ranks.
         if exc_type is None:
             self.barrier()
         self.close()
