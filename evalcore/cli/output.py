@@ -59,7 +59,7 @@ def write_json(path: Path, obj: Any) -> None:
         sys.stdout.flush()
         return
     real = Path(os.path.realpath(path))
-    hint = "give --out a writable path with free space (the results are in the store: a rerun reads them back)"
+    hint = "give --out a writable path with free space (results computed with a model are in the store: a rerun reads them back)"
     try:
         st = real.stat()
     except OSError:
