@@ -2,7 +2,7 @@
 
     python bench/reliability_report.py [--seeds 3] [--no-mauve] [--keep DIR]
 
-Faults (tests/faults.py, the same scenarios tests/test_faults.py asserts on): SIGKILL of a
+Faults (tests/support/faults.py, the same scenarios tests/cli/test_faults.py asserts on): SIGKILL of a
 perplexity run at seeded points and of a MAUVE generation run, a store garbled in the middle,
 cut to half, or with one number changed (valid JSON), a full disk (RLIMIT_FSIZE), a read-only
 store folder, and two processes doing the same work on one store. A fault is survived when
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the shared fault helpers
+sys.path.insert(0, str(ROOT / "tests" / "support"))  # the shared fault helpers
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -2,10 +2,12 @@
 never over a value the user (or the machine) already set.
 
     tune_cpu_allocator()     glibc malloc thresholds that keep activation pages mapped (CPU loads)
-    configure_cpu_forward()  the above, and SDPA reading grouped key/value heads directly in
-                             transformers' CPU attention (TRANSFORMERS_SDPA_FORCE_GQA)
+    configure_cpu_forward()  what a model loaded for CPU needs process-wide (the above)
+    sdpa_gqa()               transformers' CPU attention reads grouped key/value heads directly
+                             (TRANSFORMERS_SDPA_FORCE_GQA), for the duration of a forward pass
     env_default(name, v)     a variable set only for the duration of one step (a library that
-                             reads it when it loads), unless the user has set it
+                             reads it then), unless the user has set it; never seen by children
+                             started outside that step
     import_faiss()           faiss with its bundled OpenBLAS on this CPU's kernel family
 
 No other module writes os.environ.
@@ -72,22 +74,19 @@ def _tune_malloc() -> bool:
 
 
 def configure_cpu_forward() -> None:
-    """Settings for forward passes on CPU, applied once per process (idempotent, thread-safe).
-
-    Besides the allocator: transformers' SDPA attention repeats grouped key/value heads per
-    query head unless TRANSFORMERS_SDPA_FORCE_GQA is set; on CPU, reading them directly
-    (enable_gqa) is exact and about a third less attention time with a mask. CUDA's masked GQA
-    falls back to a slow kernel, so the switch is left alone where CUDA is present. evalcore's
-    own forward (evalcore.native) passes enable_gqa itself and reads no variable.
-    """
+    """Process-wide settings for forward passes on CPU, applied once (idempotent, thread-safe)."""
     with _LOCK:
         tune_cpu_allocator()
-        key = "TRANSFORMERS_SDPA_FORCE_GQA"
-        if key not in os.environ:
-            import torch
 
-            if not torch.cuda.is_available():
-                os.environ[key] = "1"
+
+def sdpa_gqa() -> contextlib.AbstractContextManager[None]:
+    """For one forward pass through transformers on CPU: SDPA reads grouped key/value heads
+    directly (enable_gqa) instead of transformers repeating them per query head, which is exact
+    and about a third less attention time with a mask. transformers does this by itself only
+    without a mask (CUDA's masked GQA falls back to a slow kernel), and reads the switch from
+    the environment, so it is set for the pass alone, under the settings lock, and never seen
+    by another process. evalcore's own forward passes enable_gqa itself."""
+    return env_default("TRANSFORMERS_SDPA_FORCE_GQA", "1")
 
 
 @contextlib.contextmanager

@@ -1,5 +1,8 @@
 """Shared fixtures: the real bundled models, loaded once per test session; and the `slow` mark.
 
+The folders mirror the package (store/, models/, cli/, runs/, app/); support/ holds the fault
+injection and app-server helpers that tests and bench/ share.
+
 Converted weights live in the user cache folder (EVALCORE_CACHE or ~/.cache/evalcore), so
 the first run on a fresh machine converts the GGUFs once; stores are per test.
 
@@ -10,8 +13,12 @@ the metrics, argument and output handling, the app's helpers; `make test` runs e
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "support"))  # faults.py, appserver.py: shared with bench/
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -8,6 +8,7 @@ holds one lock, which also guards transformers' lazy imports (not thread-safe).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -51,6 +52,13 @@ class LoadedModel:
         """True when the forward takes `keep=` (the real tokens of a padded batch) and runs
         everything but attention on those only: evalcore's own forward."""
         return self.backend == "native"
+
+    def forward_settings(self) -> contextlib.AbstractContextManager[None]:
+        """A context to hold around this model's forward passes: `runtime.sdpa_gqa` for
+        transformers' attention on CPU, nothing for evalcore's own forward."""
+        if self.backend == "transformers" and self.device.startswith("cpu"):
+            return runtime.sdpa_gqa()
+        return contextlib.nullcontext()
 
     def new_cache(self) -> Any:
         """An empty KV cache for this model's forward (`cache=` in generation)."""

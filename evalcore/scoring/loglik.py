@@ -284,7 +284,7 @@ def _score_batch(lm: LoadedModel, batch: list[_Row]) -> list[list[npt.NDArray[np
         n = torch.tensor(lens)
         kw["keep"] = (torch.arange(T)[None, :] < n[:, None]).reshape(-1).nonzero()[:, 0].to(dev)
         heads_t = (torch.cumsum(n, 0) - n)[heads_t // T] + heads_t % T  # ... into the kept tokens
-    with torch.inference_mode():
+    with torch.inference_mode(), lm.forward_settings():
         h = lm.model.base_model(input_ids=ids.to(dev), attention_mask=attn, position_ids=pos.to(dev),
                                 use_cache=False, **kw).last_hidden_state  # [B, T, H], or [1, N, H] unpadded
         hs = h.reshape(-1, h.shape[-1])[heads_t.to(h.device)]

@@ -21,7 +21,7 @@ from evalcore.metrics.perplexity import perplexity
 from evalcore.runs import run_perplexity, run_token_kl
 from evalcore.scoring.windows import Window
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEXT = ("The committee met on Tuesday to discuss the budget. After a long debate, the members agreed "
         "to postpone the decision until the next meeting, when more figures would be available.")
 

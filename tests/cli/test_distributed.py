@@ -24,7 +24,7 @@ from evalcore.runs import model_texts, run_hellaswag, run_perplexity
 from evalcore.scoring import Decoding
 from evalcore.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N_ITEMS = 24
 
 

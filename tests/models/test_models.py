@@ -14,7 +14,7 @@ import torch
 from evalcore import assets, models
 from evalcore.errors import AssetError, ModelUnavailableError, UnknownModelError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_registry_has_bundles_and_ladders():

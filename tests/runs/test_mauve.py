@@ -17,7 +17,7 @@ from evalcore.metrics import mauve as M
 from evalcore.runs.mauve import MauveLab, run_mauve
 from evalcore.scoring import Decoding
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _feats(seed=0, n_p=300, n_q=250, d=48, shift=0.4):

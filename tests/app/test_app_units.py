@@ -18,7 +18,7 @@ import lab_cache as lc
 from evalcore.data import MAX_TEXT_BYTES
 from evalcore.errors import InputError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = [
     "**bold** [link](http://example.invalid) ![img](http://example.invalid/x.png)",
     "<img src=x onerror=alert(1)> <script>x</script> &amp; &#65;",

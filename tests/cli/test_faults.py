@@ -2,7 +2,7 @@
 folder, two processes on one store. Each must end in the clean run's numbers, or in one line
 on stderr that says what to do, and never lose a committed row.
 
-The scenarios live in `tests/faults.py`, shared with `bench/reliability_report.py`; each
+The scenarios live in `tests/support/faults.py`, shared with `bench/reliability_report.py`; each
 returns an Outcome of named checks. HellaSwag's SIGKILL resume and two-process runs are in
 test_hellaswag.py; these cover perplexity, MAUVE generation and the store's disk faults.
 """

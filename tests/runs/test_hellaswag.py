@@ -18,7 +18,7 @@ from evalcore.metrics import hellaswag as hsm
 from evalcore.runs import run_hellaswag
 from evalcore.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # lm-evaluation-harness 0.4.13, HF backend, float32, same converted weights, items 0..4
 # (bench/hellaswag_throughput.py computes these in one run with lm-eval).

@@ -1,6 +1,6 @@
 """Fault injection for the CLI: kill, corrupt, fill the disk, lock the folder, feed bad input.
 
-Shared by `tests/test_faults.py`, `tests/test_bad_input.py` and `bench/reliability_report.py`
+Shared by `tests/cli/test_faults.py`, `tests/cli/test_bad_input.py` and `bench/reliability_report.py`
 (not a test file itself). Every fault runs the real CLI in a subprocess:
 
     SIGKILL          start a run, poll its store until N rows are committed, kill -9, rerun
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = "smollm2-135m"
 PPL_LIMIT = 8  # Wikipedia passages in each perplexity run
 PPL_BATCH_TOKENS = 300  # about 2 passages per forward batch: 5 store writes per run

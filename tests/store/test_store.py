@@ -25,7 +25,7 @@ import pytest
 from evalcore.errors import StoreError
 from evalcore.store import APPLICATION_ID, WAIT_ENV, Store, merge
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 OLD_SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (

@@ -15,7 +15,7 @@ import pytest
 
 from evalcore import models
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONVERTED = models.converted_dir(models.resolve_spec(F.MODEL)).name
 
 

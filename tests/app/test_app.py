@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 import lab_cache as lc
 from evalcore import runs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 600  # first visits generate and score on a CPU; later ones read the store
 # Markdown a user might type or name a file with: it must be shown as these characters
 HOSTILE_NAME = "**bold** [link](http://example.invalid) ![img](http://example.invalid/x.png)"

@@ -1,6 +1,6 @@
 """Bad CLI input: each case exits 2 with one line on stderr, no traceback, and no model load.
 
-The cases live in `tests/faults.py` (BAD_INPUTS), shared with `bench/reliability_report.py`.
+The cases live in `tests/support/faults.py` (BAD_INPUTS), shared with `bench/reliability_report.py`.
 A guard replaces model loading with an error (exit 3), so a case that would load a model
 before noticing the bad input fails here.
 """
