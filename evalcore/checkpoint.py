@@ -197,6 +197,7 @@ def check_weight_keys(folder: Path | str, expected: Iterable[str], found: Iterab
 # ----------------------------------------------------------------------------- content identity
 
 _MEMO_LOCK = threading.Lock()
+_SEEN: dict[str, dict[str, Any]] = {}  # path -> {"stat", "sha256"} computed or read in this process
 
 
 def _stat_tag(st: os.stat_result) -> list[int]:
@@ -230,11 +231,13 @@ def file_digest(path: Path) -> str:
     st = os.stat(real)
     tag = _stat_tag(st)
     with _MEMO_LOCK:
-        hit = _read_memo().get(real)
+        hit = _SEEN.get(real) or _read_memo().get(real)  # this process's digests first: no file read
     if isinstance(hit, dict) and hit.get("stat") == tag and isinstance(hit.get("sha256"), str):
+        _SEEN[real] = hit
         return hit["sha256"]
     digest = sha256_of(Path(real))
     with _MEMO_LOCK:
+        _SEEN[real] = {"stat": tag, "sha256": digest}
         memo = _read_memo()
         memo[real] = {"stat": tag, "sha256": digest}
         try:

@@ -2,7 +2,6 @@
 never over a value the user (or the machine) already set.
 
     tune_cpu_allocator()     glibc malloc thresholds that keep activation pages mapped (CPU loads)
-    configure_cpu_forward()  what a model loaded for CPU needs process-wide (the above)
     sdpa_gqa()               transformers' CPU attention reads grouped key/value heads directly
                              (TRANSFORMERS_SDPA_FORCE_GQA), for the duration of a forward pass
     env_default(name, v)     a variable set only for the duration of one step (a library that
@@ -37,7 +36,7 @@ def tune_cpu_allocator() -> bool:
     A forward pass on CPU allocates and frees many activations of 1-10 MB. glibc's malloc serves
     each from fresh pages (mmap, or heap memory it handed back to the OS a moment before), so
     every pass page-faults the same memory in again: ~300,000 faults for 200 HellaSwag items
-    with SmolLM2, about 1.3 us each here. With these two thresholds the pages stay mapped and
+    with SmolLM2, about 1.3 us each (bench/RESULTS.md, 2026-11-29). With these two thresholds the pages stay mapped and
     the faults are gone (tens of thousands per run, then none): bf16 HellaSwag ran ~10% faster
     in alternating runs. The cost: the process keeps up to `MALLOC_TRIM_THRESHOLD` of freed
     memory instead of returning it.
@@ -45,7 +44,6 @@ def tune_cpu_allocator() -> bool:
     Called when a model is loaded for CPU. Process-wide and idempotent. A user's own
     `MALLOC_*_` or `GLIBC_TUNABLES=glibc.malloc...` settings win, and `EVALCORE_TUNE_MALLOC=0`
     keeps glibc's own behaviour."""
-    global _malloc_tuned
     with _LOCK:
         return _tune_malloc()
 
@@ -71,12 +69,6 @@ def _tune_malloc() -> bool:
     _malloc_tuned = bool(mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
     log.debug("glibc malloc thresholds set: %s", _malloc_tuned)
     return _malloc_tuned
-
-
-def configure_cpu_forward() -> None:
-    """Process-wide settings for forward passes on CPU, applied once (idempotent, thread-safe)."""
-    with _LOCK:
-        tune_cpu_allocator()
 
 
 def sdpa_gqa() -> contextlib.AbstractContextManager[None]:

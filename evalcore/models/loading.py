@@ -116,7 +116,7 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", device_m
 def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = None, backend: str = "auto") -> LoadedModel:
     t0 = time.perf_counter()
     if device == "cpu":
-        runtime.configure_cpu_forward()
+        runtime.tune_cpu_allocator()
     folder, fingerprint, revision = weights_source(spec)
     if device_map is None:  # accelerate's device map offloads what does not fit, so no refusal then
         check_memory(spec, folder, dtype, device)
@@ -281,7 +281,7 @@ def load_embedder(*, device: str = "auto") -> LoadedModel:
         hf_logging.disable_progress_bar()
         t0 = time.perf_counter()
         if dev == "cpu":
-            runtime.configure_cpu_forward()
+            runtime.tune_cpu_allocator()
         p = assets.locate(assets.MINILM_DIR)
         if p is None and hub_offline():
             raise ModelUnavailableError(f"sentence embedder not installed and offline; run {assets.BUNDLE_INSTALL_HINT}")
