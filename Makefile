@@ -8,12 +8,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: app test check bench install bundle chromium clean
+.PHONY: app test check bench cloud-rehearsal install bundle chromium clean
 install: $(STAMP)
 
+# requirements.txt is also Streamlit Cloud's manifest; its PyTorch index line is left out
+# here (that index is not reachable from this machine; the same CPU wheel lies on local disk).
 $(STAMP): requirements.txt requirements-bundle.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true
+	grep -v -e '^--extra-index-url' requirements.txt > $(VENV)/requirements-local.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r $(VENV)/requirements-local.txt -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-bundle.txt 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import torch, transformers, streamlit, evalcore"
@@ -40,6 +43,11 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) bench/hellaswag_throughput.py
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) bench/perplexity_throughput.py
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) bench/mauve_speed.py
+
+# Streamlit Community Cloud rehearsed here (root, one core, a 2.7 GB cap): see bench/cloud_rehearsal.py
+cloud-rehearsal: $(STAMP) chromium
+	$(PY) -m pip install -q "uv>=0.9,<1" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) bench/cloud_rehearsal.py
 
 clean:
 	rm -rf $(VENV)

@@ -30,4 +30,6 @@ with st.sidebar:
     st.markdown(lc.device_line())
     st.caption("Bundled models run offline; numbers are cached on disk, so a second visit is instant. "
                "The Overview lists which models are bundled, cached or downloadable here.")
+    if hint := lc.token_hint():  # online without a token: the lesson runs on SmolLM2 135M / 360M
+        st.info(hint, icon=":material/key:")
 nav.run()

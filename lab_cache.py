@@ -9,30 +9,38 @@ shown through `md_escape`; evalcore calls that user input can make fail go throu
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import streamlit as st
 
 from evalcore import models, runs, runtime
 from evalcore.data import MAX_TEXT_BYTES, HellaSwag, corpus, text_from_bytes
-from evalcore.metrics import mauve as mauve_metric
 from evalcore.errors import EvalcoreError, InputError
+from evalcore.metrics import mauve as mauve_metric
 from evalcore.models import (
     OFFLINE_PAIR,
+    ONLINE_PAIR,
     REGISTRY,
     availability,
     check_app_model,
     device_summary,
+    ensure_converted,
     load_embedder,
     load_model,
     resolve_device,
     resolve_dtype,
+    total_memory_bytes,
+    weights_bytes,
 )
+from evalcore.models.hub import hub_snapshot
 from evalcore.scoring import Decoding
 from evalcore.store import Store
 
@@ -46,6 +54,8 @@ LESSON_ASSUMED = {"KL small": 1.8, "KL large": 0.7, "MAUVE small": 0.42, "MAUVE 
 _LAZY_LIBRARIES = ("tokenizers", "safetensors", "huggingface_hub", "pyarrow", "scipy.stats", "sklearn.decomposition",
                    "sklearn.preprocessing")
 _IMPORT_LOCK = threading.Lock()
+_PREPARE_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalcore-prepare")
+_PREPARE_LOCK = threading.Lock()
 
 
 @st.cache_resource(show_spinner="Starting: importing the model libraries…")
@@ -104,8 +114,64 @@ def md_escape(text: object) -> str:
     return _MD_LEADING_SPACE.sub(lambda m: "".join(f"&#{ord(c)};" for c in m.group()), s)
 
 
+# Registry models larger than this load in bfloat16 in the app, so that two visitors with the
+# lesson's pair fit Streamlit Cloud's smaller boxes: SmolLM2-360M's weights are 1.45 GB at
+# float32 and 0.72 GB at bfloat16 (scores move within the tolerance the tests hold bf16 to).
+BF16_ABOVE_M = 300
+
+
+def app_dtype(name: str) -> str:
+    """The dtype the app loads `name` at: float32, or bfloat16 above `BF16_ABOVE_M` parameters."""
+    return "bfloat16" if params(name) > BF16_ABOVE_M else "float32"
+
+
+def model(name: str, dtype: str | None = None):
+    """The loaded model, once per process (at `app_dtype(name)` unless a page asks for a dtype).
+    A model that must first be converted from its bundled GGUF, or downloaded, gets a progress
+    bar of its own for that one-time step."""
+    if name in REGISTRY and availability(REGISTRY[name]).source in ("bundle", "hub"):
+        _prepare(name)
+    return _model(name, dtype or app_dtype(name))
+
+
+# Seconds a one-time step takes on one core, per million parameters, for the progress bar's
+# estimate: the GGUF conversion de-quantizes and writes the weights; a download streams them.
+_PREPARE_S_PER_M = {"bundle": 0.12, "hub": 0.05}
+
+
+@st.cache_resource(show_spinner=False)
+def _preparations() -> dict[str, Future]:
+    return {}
+
+
+def _prepare(name: str) -> None:
+    """Convert a bundled model's GGUF, or download a hub model's files, once per process, in a
+    worker thread; every session that arrives meanwhile follows it on a progress bar."""
+    spec = REGISTRY[name]
+    source = availability(spec).source
+    jobs = _preparations()
+    with _PREPARE_LOCK:
+        job = jobs.get(name)
+        if job is None or (job.done() and job.exception() is not None):
+            step = ensure_converted if source == "bundle" else lambda s: hub_snapshot(s.hub_id)
+            job = jobs[name] = _PREPARE_POOL.submit(step, spec)
+    what = "converting its bundled weights to safetensors" if source == "bundle" else f"downloading {spec.hub_id}"
+    expected = max(5.0, _PREPARE_S_PER_M.get(source, 0.1) * spec.params_m)
+    t0 = time.monotonic()
+    bar = st.progress(0.0, text=md_escape(f"{name}: {what} (once)…"))
+    try:
+        while not job.done():
+            elapsed = time.monotonic() - t0
+            bar.progress(min(0.95, elapsed / expected),
+                         text=md_escape(f"{name}: {what} (once), {elapsed:.0f} s of about {expected:.0f} s"))
+            time.sleep(0.5)
+    finally:
+        bar.empty()
+    job.result()  # its error, if any, reaches the page's guard
+
+
 @st.cache_resource(show_spinner="Loading model…")
-def model(name: str, dtype: str = "float32"):
+def _model(name: str, dtype: str):
     return load_model(name, device="auto", dtype=dtype)
 
 
@@ -122,16 +188,31 @@ def dataset() -> HellaSwag:
 
 @st.cache_data(show_spinner=False, ttl=60)
 def available() -> list[str]:
-    """Registry names loadable here, smallest first."""
-    names = [n for n, s in REGISTRY.items() if availability(s).ok]
+    """Registry names loadable here whose weights (at `app_dtype`) take at most half of this
+    machine's memory, so that two of them fit, smallest first."""
+    budget = total_memory_bytes() // 2
+    names = [n for n, s in REGISTRY.items()
+             if availability(s).ok and (weights_bytes(s, app_dtype(n)) or 0) <= budget]
     return sorted(names, key=lambda n: REGISTRY[n].params_m)
 
 
 def headline_pair() -> list[str]:
-    """The small and the large model of the lesson: the bundled pair, else the two smallest available."""
+    """The small and the large model of the lesson: the bundled pair (offline, or online with an
+    HF token for Gemma), else SmolLM2 135M / 360M (online, ungated), else the two smallest here."""
     names = available()
-    pair = [n for n in OFFLINE_PAIR if n in names]
-    return pair if len(pair) == 2 else names[:2]
+    for pair in (OFFLINE_PAIR, ONLINE_PAIR):
+        if all(n in names for n in pair):
+            return list(pair)
+    return names[:2]
+
+
+def token_hint() -> str | None:
+    """One line for a gated model of the lesson that a token would unlock, else None."""
+    for name in OFFLINE_PAIR:
+        a = availability(REGISTRY[name])
+        if a.source == "gated":
+            return f"{name} is {a.detail}."
+    return None
 
 
 def max_k(n: int) -> int:
@@ -146,6 +227,51 @@ def params(name: str) -> float:
 @st.cache_resource(show_spinner=False)
 def _results() -> Memo:
     return Memo(max_entries=256)
+
+
+class Turns:
+    """One heavy call at a time per model, first come first served.
+
+    Two sessions running the same model at once would double its activations and split the CPU
+    between them, so each finishes later than if they had taken turns; a class of visitors
+    would run the server out of memory. A waiting session is told its place:
+
+        smollm2-135m: [A running] [B waiting, place 1] [C waiting, place 2]
+    """
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._lines: dict[str, list[object]] = {}
+
+    @contextlib.contextmanager
+    def turn(self, name: str, on_wait=None):
+        """Hold `name`'s turn for the block; while others are ahead, call `on_wait(place)` every
+        0.25 s (place 1 = next). The caller leaves the line however the block ends, also when
+        Streamlit stops its script inside `on_wait`."""
+        me = object()
+        with self._cv:
+            line = self._lines.setdefault(name, [])
+            line.append(me)
+        try:
+            while True:
+                with self._cv:
+                    if line[0] is not me:
+                        self._cv.wait(0.25)
+                    place = line.index(me)
+                if place == 0:
+                    break
+                if on_wait is not None:
+                    on_wait(place)
+            yield
+        finally:
+            with self._cv:
+                line.remove(me)
+                self._cv.notify_all()
+
+
+@st.cache_resource(show_spinner=False)
+def _turns() -> Turns:
+    return Turns()
 
 
 class Memo:
@@ -168,11 +294,13 @@ class Memo:
         with self._lock:
             return self._data.get(key)
 
-    def get(self, key: tuple, compute, progress=None):
+    def get(self, key: tuple, compute, progress=None, turns: tuple[Turns, str] | None = None):
         """The value for `key`, computed once; while another session computes it, wait.
 
         The wait polls, calling `progress(-1, -1)` between polls, so a waiting page still
-        reacts to its user (Streamlit stops or reruns a script at its next st call).
+        reacts to its user (Streamlit stops or reruns a script at its next st call). With
+        `turns=(Turns, model name)` the computation waits for the model's turn, calling
+        `progress(place, -1)` meanwhile.
         """
         with self._lock:
             if key in self._data:
@@ -186,7 +314,12 @@ class Memo:
             with self._lock:
                 if key in self._data:
                     return self._data[key]
-            value = compute()
+            if turns is None:
+                value = compute()
+            else:
+                queue, name = turns
+                with queue.turn(name, None if progress is None else lambda place: progress(place, -1)):
+                    value = compute()
             with self._lock:
                 self._data[key] = value
                 self._key_locks.pop(key, None)
@@ -199,12 +332,13 @@ class Memo:
 
 def hellaswag(name: str, n: int, progress=None) -> runs.HellaSwagResult:
     return _results().get(("hellaswag", name, n), lambda: runs.run_hellaswag(
-        model(name), list(range(n)), dataset=dataset(), store=store(), progress=progress), progress)
+        model(name), list(range(n)), dataset=dataset(), store=store(), progress=progress), progress, (_turns(), name))
 
 
 def perplexity(name: str, texts: tuple[str, ...], max_length: int, stride: int, progress=None) -> runs.PerplexityResult:
     return _results().get(("perplexity", name, texts, max_length, stride), lambda: runs.run_perplexity(
-        model(name), list(texts), max_length=max_length, stride=stride, store=store(), progress=progress), progress)
+        model(name), list(texts), max_length=max_length, stride=stride, store=store(), progress=progress), progress,
+        (_turns(), name))
 
 
 def upload_text(name: str, data: bytes) -> str:
@@ -242,7 +376,7 @@ def mauve_lab(name: str, n: int, temperature: float = 1.0, top_p: float = 0.95, 
     dec = Decoding(temperature=temperature, top_p=top_p, seed=seed)
     return _results().get(mauve_key(name, n, temperature, top_p, seed), lambda: runs.run_mauve(
         model(name), load_embedder(device="auto"), list(range(n)), dec, dataset=dataset(), store=store(),
-        progress=progress), progress)
+        progress=progress), progress, (_turns(), name))
 
 
 @st.cache_data(show_spinner=False)
@@ -267,8 +401,11 @@ def guard(fn, *args, progress: str | None = None, task: str | None = None, **kw)
     bar = st.progress(0.0, text=md_escape(progress)) if progress else None
     if bar is not None:
         def update(done: int, total: int) -> None:
-            if total < 0:  # Memo: another session is computing the same result
+            if total < 0 and done < 0:  # Memo: another session is computing the same result
                 bar.progress(0.0, text=md_escape(f"{progress}: another session is computing this; waiting…"))
+            elif total < 0:  # Turns: place `done` in the model's queue
+                ahead = "1 visitor is" if done == 1 else f"{done} visitors are"
+                bar.progress(0.0, text=md_escape(f"{progress}: queued, {ahead} ahead of you on this model; waiting…"))
             else:
                 bar.progress(min(1.0, done / total) if total else 1.0, text=md_escape(f"{progress} {done}/{total}"))
 
@@ -309,3 +446,10 @@ def model_picker(label: str, key: str, default_index: int = 0, *, other: bool = 
     if not typed:
         return None
     return guard(check_app_model, typed, task="Checking the model name")
+
+
+def mauve_ci(name: str, n: int, k: int, n_boot: int = 200) -> tuple[float, float]:
+    """MAUVE's 95% bootstrap interval at k clusters, computed once per (model, n, k) and shared:
+    `MauveLab.bootstrap` recomputes its resamples on every call."""
+    lab = mauve_lab(name, n)  # a memo hit: the page asked for the lab first
+    return _results().get(("mauve_ci", *mauve_key(name, n), k, n_boot), lambda: lab.bootstrap(k, n_boot=n_boot))

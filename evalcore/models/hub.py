@@ -17,6 +17,22 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def hub_token() -> bool:
+    """True when a Hugging Face token is set here: HF_TOKEN (Streamlit Cloud's secrets arrive as
+    environment variables) or a `huggingface-cli login` token file."""
+    if os.environ.get("HF_TOKEN", "").strip():
+        return True
+    try:
+        from huggingface_hub import get_token
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        return False
+    return bool(get_token())
+
+
+GATED_HINT = ("gated on the hub: accept its licence at https://huggingface.co/{hub_id}, then set HF_TOKEN "
+              "(on Streamlit Cloud: the app's Settings → Secrets, HF_TOKEN = \"hf_…\")")
+
+
 def hub_cached(hub_id: str) -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache

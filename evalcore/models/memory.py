@@ -48,14 +48,63 @@ def free_memory_bytes(device: str) -> int:
 
         free = torch.cuda.mem_get_info(torch.device(device))[0]
     else:
-        try:
-            for line in Path("/proc/meminfo").read_text().splitlines():
-                if line.startswith("MemAvailable:"):
-                    free = int(line.split()[1]) * 1024
-        except OSError:  # not Linux: no refusal
-            pass
+        free = min(_meminfo("MemAvailable") or free, _cgroup_free() or free)
     limit = memory_limit_bytes()
     return free if limit is None else min(free, limit)
+
+
+def total_memory_bytes() -> int:
+    """This machine's memory for the CPU: RAM, or the container's cgroup limit (Streamlit Cloud,
+    docker) when lower, or EVALCORE_MEMORY_LIMIT_GB when set and lower still."""
+    total = min(_meminfo("MemTotal") or 1 << 62, _cgroup_limit()[0] or 1 << 62)
+    limit = memory_limit_bytes()
+    return total if limit is None else min(total, limit)
+
+
+def _meminfo(field: str) -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):  # not Linux: no refusal
+        pass
+    return None
+
+
+def _cgroup_limit() -> tuple[int | None, int | None]:
+    """(limit, usage) in bytes of the memory cgroup this process runs in (v2 or v1), or Nones
+    when there is none or it is unlimited."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None, None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: memory.max beside memory.current
+            d = Path("/sys/fs/cgroup") / path.lstrip("/")
+            files = (d / "memory.max", d / "memory.current")
+        elif "memory" in controllers.split(","):
+            d = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            files = (d / "memory.limit_in_bytes", d / "memory.usage_in_bytes")
+        else:
+            continue
+        try:
+            limit_text, usage = files[0].read_text().strip(), int(files[1].read_text())
+        except (OSError, ValueError):
+            continue
+        if limit_text.isdigit() and int(limit_text) < 1 << 60:  # "max" or v1's huge number: no limit
+            return int(limit_text), usage
+    return None, None
+
+
+def _cgroup_free() -> int | None:
+    limit, usage = _cgroup_limit()
+    return None if limit is None or usage is None else max(0, limit - usage)
+
+
+def weights_bytes(spec: ModelSpec, dtype: str) -> int | None:
+    """The registry's estimate of a model's weights at `dtype` (None for folders and hub ids)."""
+    return int(spec.params_m * 1e6 * _DTYPE_BYTES.get(dtype, 4)) if spec.params_m else None
 
 
 def memory_limit_bytes() -> int | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from evalcore import assets, checkpoint
 from evalcore.errors import ModelUnavailableError
 from evalcore.models.convert import bundle_installed, converted_dir, ensure_converted, is_complete
-from evalcore.models.hub import hub_cached, hub_offline
+from evalcore.models.hub import GATED_HINT, hub_cached, hub_offline, hub_token
 from evalcore.models.registry import ModelSpec
 
 @dataclass(frozen=True)
@@ -35,8 +35,9 @@ def availability(spec: ModelSpec) -> Availability:
     if hub_offline():
         why = f"bundle not installed ({assets.BUNDLE_INSTALL_HINT}); " if spec.bundle else ""
         return Availability(False, "missing", f"{why}offline (HF_HUB_OFFLINE=1) and not in the hub cache")
-    gated = " (gated: needs HF_TOKEN)" if spec.gated else ""
-    return Availability(True, "hub", f"downloads {spec.hub_id}{gated}")
+    if spec.gated and not hub_token():
+        return Availability(False, "gated", GATED_HINT.format(hub_id=spec.hub_id))
+    return Availability(True, "hub", f"downloads {spec.hub_id}")
 
 
 def weights_source(spec: ModelSpec) -> tuple[str, str, str | None]:
