@@ -1,0 +1,107 @@
+"""KL between two models whose tokenizers differ (SmolLM2's byte-level BPE and Gemma 3's
+SentencePiece with byte fallback): byte round trips, every byte scored, a model against itself
+gives exactly 0, the gap equals the bits-per-byte difference, and the estimators' statistics
+recover known values on sampled data."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from evalcore.data import corpus
+from evalcore.errors import InputError
+from evalcore.metrics.crosskl import gap_per_byte, mc_kl_per_byte
+from evalcore.runs.crosskl import run_gap, text_logprobs
+from evalcore.scoring.sequence import encode_scored, prefix_token
+
+HARD = ["  two leading spaces", "double  space and trailing ", "new\nline\r\nand\ttab", "emoji 😀👍🏽 flags 🇫🇷",
+        "中文字符 日本語のテキスト 한국어", "e\u0301 combining, ñ precomposed", "\ufffd replacement char", " ", "\n\n",
+        "a" * 300, "mixed: naïve café — “quotes” …"]
+
+
+# ----------------------------------------------------------------------------- statistics, no model
+
+def test_the_gap_is_the_bits_per_byte_difference_and_zero_against_itself():
+    rng = np.random.default_rng(0)
+    b = rng.integers(50, 500, 40)
+    lp = -rng.uniform(0.5, 1.5, 40) * b
+    lq = lp - rng.normal(0.1, 0.05, 40) * b
+    g = gap_per_byte(lp, lq, b)
+    bpb = lambda x: -x.sum() / (b.sum() * math.log(2))  # noqa: E731
+    assert g.value == pytest.approx(bpb(lq) - bpb(lp), rel=1e-12)
+    assert g.ci95[0] < g.value < g.ci95[1] and g.se > 0
+    same = gap_per_byte(lp, lp, b)
+    assert same.value == 0.0 and same.ci95 == (0.0, 0.0)
+    with pytest.raises(InputError):
+        gap_per_byte(lp, lq[:-1], b)
+    with pytest.raises(InputError):
+        gap_per_byte(lp, lq, np.zeros_like(b))
+
+
+def test_monte_carlo_kl_recovers_a_known_kl_per_byte():
+    """Strings drawn from a known P over six strings of known byte lengths: Σ d / Σ b converges
+    to KL(P‖Q) / E_P[bytes], within a few standard errors, and k3 agrees and is never negative."""
+    p = np.array([0.3, 0.25, 0.2, 0.1, 0.1, 0.05])
+    q = np.array([0.2, 0.2, 0.2, 0.2, 0.1, 0.1])
+    nbytes = np.array([3, 5, 8, 4, 6, 10])
+    truth = float((p * np.log(p / q)).sum() / (p * nbytes).sum())
+    rng = np.random.default_rng(1)
+    x = rng.choice(6, size=4000, p=p)
+    est = mc_kl_per_byte(np.log(p[x]), np.log(q[x]), nbytes[x])
+    assert abs(est.k1.value - truth) < 4 * est.k1.se
+    assert est.k3 is not None and est.k3.value >= 0 and abs(est.k3.value - truth) < 4 * est.k3.se
+    assert est.needed_for(est.k1.se / 2) == pytest.approx(4 * est.n, rel=0.01)
+    zero = mc_kl_per_byte(np.log(p[x]), np.log(p[x]), nbytes[x])
+    assert zero.k1.value == 0.0 and zero.k3 is not None and zero.k3.value == 0.0
+
+
+def test_k3_is_left_out_when_a_likelihood_ratio_overflows():
+    est = mc_kl_per_byte([-1000.0, -2.0], [-1.0, -2.0], [10, 10])
+    assert est.k3 is None and math.isfinite(est.k1.value)
+
+
+# ----------------------------------------------------------------------------- the bundled pair
+
+def test_both_tokenizers_round_trip_hard_text_byte_for_byte(smol, gemma):
+    for lm in (smol, gemma):
+        tok = lm.tokenizer
+        for text in HARD:
+            ids = encode_scored(tok, text)
+            assert ids[0] == prefix_token(tok)
+            assert tok.decode(ids[1:]) == text, (lm.spec.name, text)
+    assert prefix_token(gemma.tokenizer) == gemma.tokenizer.bos_token_id
+    assert smol.tokenizer.bos_token_id is None or prefix_token(smol.tokenizer) == smol.tokenizer.bos_token_id
+    assert prefix_token(smol.tokenizer) in (smol.tokenizer.bos_token_id, smol.tokenizer.eos_token_id)
+
+
+def test_every_byte_is_scored_and_byte_counts_come_from_the_text(smol, gemma, store):
+    texts = ["The cat sat.", "中文 😀"]
+    for lm in (smol, gemma):
+        rows = text_logprobs(lm, texts, store=store)
+        for t, r in zip(texts, rows):
+            assert r["n_tokens"] == len(lm.tokenizer(t, add_special_tokens=False).input_ids)  # the first token too
+            assert r["n_bytes"] == len(t.encode("utf-8")) and r["logprob"] < 0 and not r["windowed"]
+
+
+def test_a_model_against_itself_gives_exactly_zero_and_the_pair_a_real_gap(smol, gemma, store):
+    texts = list(corpus("wikipedia", limit=4))
+    self_gap = run_gap(smol, smol, texts, store=store)
+    assert self_gap.gap.value == 0.0
+    g = run_gap(smol, gemma, texts, store=store)
+    assert g.gap.value == pytest.approx(g.bpb_q - g.bpb_p, rel=1e-9)
+    assert 0.3 < g.bpb_p < 3 and 0.3 < g.bpb_q < 3 and g.gap.ci95[0] <= g.gap.value <= g.gap.ci95[1]
+    d = g.to_dict()
+    assert d["measure"] == "gap" and "not a divergence" in d["note"] and "token-level KL" in d["note"]
+    assert store.count("seqlogprob") == 2 * len(texts)  # one log-probability per text and model, self included
+    again = run_gap(smol, gemma, texts, store=store)  # read from the store: the same numbers
+    assert again.gap == g.gap and store.count("seqlogprob") == 2 * len(texts)
+
+
+def test_long_texts_use_sliding_windows_and_say_so(smol, store):
+    text = " ".join(corpus("wikipedia", limit=6))
+    short = text_logprobs(smol, [text], max_length=64, stride=32, store=store)[0]
+    whole = text_logprobs(smol, [text], max_length=2048, stride=1024, store=store)[0]
+    assert short["windowed"] and not whole["windowed"]
+    assert short["n_tokens"] == whole["n_tokens"]
+    assert short["logprob"] < whole["logprob"]  # less context per token: less likely
