@@ -2,13 +2,13 @@
 # bundled models and data); both are fast when nothing changed.
 #   make app    the Streamlit app on the embedded default (bundled models, offline)
 #   make test   the whole test suite
-#   make check  the quick tests (no model loaded), under a minute
+#   make check  the type checks and the quick tests (no model loaded), under a minute
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: app test check bench cloud-rehearsal install bundle chromium clean
+.PHONY: app test check types bench cloud-rehearsal install bundle chromium clean
 install: $(STAMP)
 
 # requirements.txt is also Streamlit Cloud's manifest; its PyTorch index line is left out
@@ -31,11 +31,16 @@ chromium:
 app: $(STAMP)
 	$(VENV)/bin/streamlit run app.py
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium types
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q tests
 
-check: $(STAMP)
+check: $(STAMP) types
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q -m "not slow" tests
+
+# the package type-checks: strict where the data flows (metrics, store, runs, cli), default elsewhere
+types: $(STAMP)
+	$(PY) -m mypy evalcore
+	$(PY) -m mypy --strict evalcore/metrics evalcore/store evalcore/runs evalcore/cli
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -r bench/requirements-bench.txt 2>&1 | grep -v "^WARNING: Location" || true

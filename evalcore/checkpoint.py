@@ -112,7 +112,7 @@ def tensor_count(header: dict[str, Any]) -> int:
     return n
 
 
-NATIVE_CONFIG = {  # what evalcore's own forward (evalcore.native) reads from config.json, per architecture
+NATIVE_CONFIG: dict[str, tuple[str, ...]] = {  # what evalcore's own forward (evalcore.native) reads from config.json, per architecture
     "llama": ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size",
               "rms_norm_eps"),
     "gemma3_text": ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size",
@@ -124,7 +124,7 @@ def check_native_config(folder: Path | str, cfg: dict[str, Any]) -> None:
     """The numbers evalcore's own forward needs are in config.json, positive and finite."""
     import math
 
-    for k in NATIVE_CONFIG.get(cfg.get("model_type"), ()):
+    for k in NATIVE_CONFIG.get(str(cfg.get("model_type")), ()):
         v = cfg.get(k)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise _fail(folder, f"config.json lacks a positive {k} (has {str(v)[:20]})",
@@ -205,6 +205,7 @@ def _stat_tag(st: os.stat_result) -> list[int]:
 
 
 def sha256_of(path: Path) -> str:
+    """The file's SHA-256, as hex, read in 4 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 22):
@@ -234,7 +235,7 @@ def file_digest(path: Path) -> str:
         hit = _SEEN.get(real) or _read_memo().get(real)  # this process's digests first: no file read
     if isinstance(hit, dict) and hit.get("stat") == tag and isinstance(hit.get("sha256"), str):
         _SEEN[real] = hit
-        return hit["sha256"]
+        return str(hit["sha256"])
     digest = sha256_of(Path(real))
     with _MEMO_LOCK:
         _SEEN[real] = {"stat": tag, "sha256": digest}

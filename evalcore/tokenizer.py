@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 
-class Encoding(dict):
+class Encoding(dict[str, Any]):
     """{"input_ids": ..., "attention_mask": ...} readable as attributes (transformers' BatchEncoding)."""
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         try:
             return self[name]
         except KeyError:
@@ -28,6 +29,14 @@ class Encoding(dict):
 
 
 class Tokenizer:
+    """The tokenizer in a model folder (tokenizer.json and tokenizer_config.json), called like a
+    transformers tokenizer."""
+
+    bos_token_id: int | None
+    eos_token_id: int | None
+    pad_token_id: int | None
+    unk_token_id: int | None
+
     def __init__(self, folder: str | Path):
         from tokenizers import Tokenizer as _Tokenizer
 
@@ -44,6 +53,7 @@ class Tokenizer:
 
     @staticmethod
     def available(folder: str | Path) -> bool:
+        """True when the folder has both files this class reads."""
         return (Path(folder) / "tokenizer.json").is_file() and (Path(folder) / "tokenizer_config.json").is_file()
 
     def __call__(self, text: str, *, truncation: bool = False, max_length: int | None = None,
@@ -61,11 +71,14 @@ class Tokenizer:
             raise ValueError(f"return_tensors={return_tensors!r}: only 'pt' is supported")
         return enc
 
-    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """The text of token ids (special tokens left out with skip_special_tokens)."""
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
     def get_vocab(self) -> dict[str, int]:
+        """Every token (added ones included) with its id."""
         return self._tok.get_vocab(with_added_tokens=True)
 
     def __len__(self) -> int:
+        """The vocabulary's size, added tokens included."""
         return self._tok.get_vocab_size(with_added_tokens=True)

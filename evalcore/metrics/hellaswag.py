@@ -13,6 +13,7 @@ Shapes: `loglik` [N, 4] (natural-log likelihood of each ending given the context
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +24,12 @@ from evalcore.metrics.kl import kl, softmax
 Array = npt.NDArray[np.float64]
 
 
+@overload
+def _arrays(loglik: npt.ArrayLike, char_len: npt.ArrayLike) -> tuple[Array, Array]: ...
+@overload
+def _arrays(loglik: npt.ArrayLike, char_len: npt.ArrayLike | None) -> tuple[Array, Array | None]: ...
 def _arrays(loglik: npt.ArrayLike, char_len: npt.ArrayLike | None = None) -> tuple[Array, Array | None]:
+    """loglik as a float64 [N, n_choices] array, and char_len checked against it (None stays None)."""
     ll = np.asarray(loglik, dtype=np.float64)
     if ll.ndim != 2 or ll.shape[0] < 1:
         raise InputError(f"loglik must be [N, n_choices] with N >= 1, got shape {ll.shape}")
@@ -56,7 +62,8 @@ class Accuracy:
     ci95: tuple[float, float]  # percentile bootstrap interval
     n: int
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -87,7 +94,8 @@ class PairedComparison:
     kl_ab: list[float]  # per item
     n: int
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
         return asdict(self)
 
 

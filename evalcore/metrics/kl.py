@@ -48,7 +48,8 @@ def smooth(p: npt.ArrayLike, *, method: str = "epsilon", amount: float = 1e-6) -
         a = a + amount
     else:
         raise InputError(f"smoothing method {method!r}: use 'epsilon' or 'add-k'")
-    return a / a.sum(axis=-1, keepdims=True)
+    out: Array = a / a.sum(axis=-1, keepdims=True)
+    return out
 
 
 def entropy(p: npt.ArrayLike, *, base: float = np.e) -> Array:
@@ -56,7 +57,8 @@ def entropy(p: npt.ArrayLike, *, base: float = np.e) -> Array:
     p = _check(p)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(p > 0, p * _log(np.where(p > 0, p, 1.0), base), 0.0)
-    return -t.sum(axis=-1)
+    h: Array = -t.sum(axis=-1)
+    return h
 
 
 def cross_entropy(p: npt.ArrayLike, q: npt.ArrayLike, *, base: float = np.e) -> Array:
@@ -107,7 +109,8 @@ def bregman(p: npt.ArrayLike, q: npt.ArrayLike) -> Array:
     with np.errstate(divide="ignore"):
         grad = np.log(q) + 1.0
     inner = np.where(p - q == 0, 0.0, grad * (p - q))
-    return neg_entropy_phi(p) - neg_entropy_phi(q) - inner.sum(axis=-1)
+    d: Array = neg_entropy_phi(p) - neg_entropy_phi(q) - inner.sum(axis=-1)
+    return d
 
 
 def softmax(logits: npt.ArrayLike, axis: int = -1) -> Array:
@@ -115,4 +118,5 @@ def softmax(logits: npt.ArrayLike, axis: int = -1) -> Array:
     x = np.asarray(logits, dtype=np.float64)
     x = x - x.max(axis=axis, keepdims=True)
     e = np.exp(x)
-    return e / e.sum(axis=axis, keepdims=True)
+    out: Array = e / e.sum(axis=axis, keepdims=True)
+    return out

@@ -30,6 +30,7 @@ class Perplexity:
     bytes: int  # UTF-8 bytes of the texts
 
     def to_dict(self) -> dict[str, Any]:
+        """The numbers as a JSON-ready dict."""
         return asdict(self)
 
 

@@ -33,6 +33,7 @@ def converted_dir(spec: ModelSpec) -> Path:
 
 
 def bundle_installed(spec: ModelSpec) -> bool:
+    """True when the bundled model's GGUF package is installed here."""
     if spec.bundle == "smollm2":
         return assets.locate(assets.SMOLLM2_GGUF) is not None
     if spec.bundle == "gemma3":
@@ -130,7 +131,7 @@ def _convert(spec: ModelSpec, out: Path) -> Path:
     # transformers marks a GGUF-loaded model as quantized although its weights are already
     # dequantized floats; clear the marker so it saves, and so the saved config does not
     # ask for a GGUF file again.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # transformers types it as always set; None clears it
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"

@@ -34,6 +34,7 @@ GATED_HINT = ("gated on the hub: accept its licence at https://huggingface.co/{h
 
 
 def hub_cached(hub_id: str) -> bool:
+    """True when the hub model's config.json is in the local hub cache."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
@@ -74,6 +75,7 @@ def hub_snapshot(hub_id: str) -> str | None:
 
 
 def hub_error(spec: ModelSpec, e: Exception) -> str:
+    """The one-line message for a hub model that failed to load, saying what to do."""
     if hub_offline():
         return (f"model {spec.name!r} is not available offline (HF_HUB_OFFLINE=1 and not in the hub "
                 f"cache); use a bundled model: {', '.join(OFFLINE_PAIR)}")

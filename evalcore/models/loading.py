@@ -75,7 +75,7 @@ class LoadedModel:
         return {**self.identity(), "source": self.source, "device": self.device, "backend": self.backend}
 
 
-_LOADED: dict[tuple, LoadedModel] = {}
+_LOADED: dict[tuple[str | None, ...], LoadedModel] = {}
 _LOCK = threading.Lock()
 BACKENDS = ("auto", "native", "transformers")
 
@@ -165,7 +165,8 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
     return LoadedModel(spec, model, tok, device, dtype, fingerprint, folder, dt, backend=kind)
 
 
-def _load_transformers(folder: str, device: str, dtype: str, revision: str | None, device_map: str | None):
+def _load_transformers(folder: str, device: str, dtype: str, revision: str | None, device_map: str | None) -> Any:
+    """The model in `folder` loaded through transformers, checked complete, in eval mode on `device`."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -176,7 +177,9 @@ def _load_transformers(folder: str, device: str, dtype: str, revision: str | Non
         kwargs["revision"] = revision
     if device_map is not None:
         kwargs["device_map"] = device_map
-    model, info = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True, **kwargs)
+    # with output_loading_info, (model, info): transformers annotates the plain model only
+    loaded: Any = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True, **kwargs)
+    model, info = loaded
     from evalcore.checkpoint import check_weight_keys
 
     # transformers initialises a missing weight at random and goes on; evalcore refuses
@@ -194,7 +197,7 @@ def _load_transformers(folder: str, device: str, dtype: str, revision: str | Non
     return model
 
 
-def _load_tokenizer(spec: ModelSpec, folder: str, revision: str | None):
+def _load_tokenizer(spec: ModelSpec, folder: str, revision: str | None) -> Any:
     """AutoTokenizer (as lm-evaluation-harness loads it), except for our own converted bundle
     folders: their tokenizer.json is read by the `tokenizers` library directly
     (`evalcore.tokenizer`), which skips importing transformers (0.1 s instead of ~1.5 s for
@@ -224,10 +227,10 @@ def fuse_rms_norms(model: Any) -> int:
 
     from evalcore.native import rms_norm_gemma, rms_norm_llama
 
-    def llama(self, x):
+    def llama(self: Any, x: torch.Tensor) -> torch.Tensor:
         return rms_norm_llama(x, self.weight, self.variance_epsilon)
 
-    def gemma(self, x):
+    def gemma(self: Any, x: torch.Tensor) -> torch.Tensor:
         return rms_norm_gemma(x, self.weight, self.eps)
 
     kinds = {"LlamaRMSNorm": llama, "Gemma3RMSNorm": gemma}

@@ -25,6 +25,7 @@ class ModelSpec:
     note: str = ""  # one line shown in `evalcore models`
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as a JSON-ready dict."""
         return asdict(self)
 
 

@@ -6,7 +6,8 @@ Pages and the CLI call these functions; they never loop over items themselves.
     perplexity  run_perplexity: sliding-window perplexity; run_token_kl: token-level KL
     mauve       run_mauve -> MauveLab: human vs model texts, features, re-sliceable MAUVE
 """
-from evalcore.runs.hellaswag import HellaSwagItemResult, HellaSwagResult, Progress, run_hellaswag
+from evalcore.runs._memo import Progress
+from evalcore.runs.hellaswag import HellaSwagItemResult, HellaSwagResult, run_hellaswag
 from evalcore.runs.mauve import MauveLab, features, model_texts, run_mauve
 from evalcore.runs.perplexity import (PerplexityResult, TextNLL, TokenKLResult, check_same_tokenizer, run_perplexity,
                                       run_token_kl)

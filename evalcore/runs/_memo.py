@@ -8,12 +8,13 @@
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from evalcore.store import Store
 
 Progress = Callable[[int, int], None]  # (done, total)
+Batches = Iterator[tuple[list[int], list[Any]]]  # what a compute function yields: (positions, values)
 
 
 def memo_map(store: Store, op: str, keys: Sequence[str],

@@ -13,7 +13,7 @@ from evalcore.data import HellaSwag, HellaSwagItem
 from evalcore.errors import require_finite
 from evalcore.metrics import hellaswag as hsm
 from evalcore.models import LoadedModel
-from evalcore.runs._memo import Progress, memo_map
+from evalcore.runs._memo import Batches, Progress, memo_map
 from evalcore.store import Store, record_key
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def run_hellaswag(
     store = store or Store()
     indices = list(indices)
 
-    def compute(todo: list[int]):
+    def compute(todo: list[int]) -> Batches:
         items: list[HellaSwagItem] = ds.items([indices[j] for j in todo])
         groups = [scoring.encode_pair(lm.tokenizer, it.query, it.continuations) for it in items]
         for batch_idx, lps in (scorer or scoring.iter_logprobs)(lm, groups, batch_tokens=batch_tokens):

@@ -12,7 +12,7 @@ import numpy as np
 from evalcore.errors import require_finite
 from evalcore.metrics.perplexity import Perplexity
 from evalcore.models import LoadedModel
-from evalcore.runs._memo import Progress, memo_map
+from evalcore.runs._memo import Batches, Progress, memo_map
 from evalcore.store import Store, record_key
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class PerplexityResult:
     cached_texts: int
 
     def to_dict(self, *, per_token: bool = False) -> dict[str, Any]:
+        """The result as a JSON-ready dict (each text's token ids and NLLs with per_token)."""
         d = {"model": self.model, **self.metrics.to_dict(), "settings": self.settings, "n_texts": len(self.texts),
              "timing": {"seconds": round(self.seconds, 3), "cached_texts": self.cached_texts,
                         "tokens_per_s": round(self.metrics.tokens / self.seconds, 1) if self.seconds else None}}
@@ -72,11 +73,11 @@ def run_perplexity(lm: LoadedModel, texts: Sequence[str], *, max_length: int = 1
         raise InputError(f"max_length={max_length}, stride={stride}: need 2 <= max_length and 1 <= stride <= max_length")
     max_length = min(max_length, context_limit(lm))  # the windows the model can take, as recorded and keyed
     stride = min(stride, max_length)
-    settings = {"max_length": max_length, "stride": stride}
+    settings: dict[str, Any] = {"max_length": max_length, "stride": stride}
     keys = [record_key(op="perplexity", model=lm.identity(), text=hashlib.sha256(t.encode()).hexdigest(),
                        **settings) for t in texts]
 
-    def compute(todo: list[int]):
+    def compute(todo: list[int]) -> Batches:
         ids = [lm.tokenizer(texts[i]).input_ids for i in todo]
         short = [todo[j] for j, x in enumerate(ids) if len(x) < 2]
         if short:
@@ -151,6 +152,7 @@ class TokenKLResult:
     k: int
 
     def summary(self) -> dict[str, Any]:
+        """Means over positions (KL both ways, JS, top-1 and top-k agreement), KL quantiles and the count."""
         arr = {n: np.array(getattr(self, n), dtype=float) for n in ("kl_pq", "kl_qp", "js")}
         return {"kl_pq": float(arr["kl_pq"].mean()), "kl_qp": float(arr["kl_qp"].mean()), "js": float(arr["js"].mean()),
                 "kl_pq_quantiles": {q: float(np.quantile(arr["kl_pq"], q / 100)) for q in (10, 50, 90)},
@@ -158,6 +160,7 @@ class TokenKLResult:
                 "positions": len(self.kl_pq)}
 
     def to_dict(self) -> dict[str, Any]:
+        """The models, the summary and the per-position values, as a JSON-ready dict."""
         return {"model_p": self.model_p, "model_q": self.model_q, **self.summary(), "per_position": asdict(self)}
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from evalcore.models import LoadedModel
+from evalcore.scoring.batch import pad_batch
 
 
 def featurize(lm: LoadedModel, texts: Sequence[str], *, kind: str, max_length: int = 256,
@@ -28,12 +29,7 @@ def featurize(lm: LoadedModel, texts: Sequence[str], *, kind: str, max_length: i
     out: list[np.ndarray] = [np.empty(0)] * len(enc)
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        L = len(enc[idx[0]])
-        inp = torch.zeros((len(idx), L), dtype=torch.long)
-        mask = torch.zeros((len(idx), L), dtype=torch.long)
-        for b, i in enumerate(idx):
-            inp[b, : len(enc[i])] = torch.tensor(enc[i])
-            mask[b, : len(enc[i])] = 1
+        inp, mask = pad_batch([enc[i] for i in idx])
         with torch.inference_mode():
             h = body(input_ids=inp.to(lm.device), attention_mask=mask.to(lm.device)).last_hidden_state.float()
             if kind == "minilm":

@@ -44,11 +44,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from evalcore.models import LoadedModel
+from evalcore.scoring.batch import pad_batch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +71,11 @@ class Group:
 
     @property
     def n_tokens(self) -> int:
+        """Tokens in the context and all continuations together."""
         return len(self.context) + sum(len(c) for c in self.continuations)
 
 
-def encode_pair(tokenizer, context: str, continuations: Sequence[str]) -> Group:
+def encode_pair(tokenizer: Any, context: str, continuations: Sequence[str]) -> Group:
     """Tokenize a context and its continuations with lm-eval's boundary (module docstring)."""
     ctx_ids: list[int] = []
     conts: list[tuple[int, ...]] = []
@@ -88,7 +94,7 @@ def encode_pair(tokenizer, context: str, continuations: Sequence[str]) -> Group:
     return Group(tuple(ctx_ids), tuple(conts), merged)
 
 
-def _prefix_token(tokenizer) -> int:
+def _prefix_token(tokenizer: Any) -> int:
     """Token that stands for an empty context (lm-eval: BOS, else EOS)."""
     tid = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if tid is None:
@@ -136,7 +142,7 @@ def iter_logprobs(
             progress(len(batch))
 
 
-def score_groups(lm: LoadedModel, groups: Sequence[Group], **kw) -> list[list[npt.NDArray[np.float64]]]:
+def score_groups(lm: LoadedModel, groups: Sequence[Group], **kw: Any) -> list[list[npt.NDArray[np.float64]]]:
     """All groups' per-token log-probs, in the order given (see `iter_logprobs`)."""
     out: list[list[npt.NDArray[np.float64]]] = [[] for _ in groups]
     for idx, res in iter_logprobs(lm, groups, **kw):
@@ -193,21 +199,20 @@ def _layout(g: Group) -> _Row:
                 pred=pred, targets=g.continuations)
 
 
-def head_log_probs(lm: LoadedModel, hidden, vocab: int | None = None):
+def head_log_probs(lm: LoadedModel, hidden: Tensor, vocab: int | None = None) -> Tensor:
     """Float32 log-softmax of the LM head (with Gemma-style soft-capping) for rows of hidden states,
     over the first `vocab` entries if given (two models sharing a tokenizer may pad differently)."""
     import torch
 
+    from evalcore.native import softcap_logits
+
     logits = lm.model.get_output_embeddings()(hidden).float()
     if vocab is not None:
         logits = logits[:, :vocab]
-    cap = getattr(lm.model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return torch.log_softmax(logits, dim=-1)
+    return torch.log_softmax(softcap_logits(logits, lm.model.config), dim=-1)
 
 
-def _head_logprobs(lm: LoadedModel, hidden, targets, rows=None):
+def _head_logprobs(lm: LoadedModel, hidden: Tensor, targets: Tensor, rows: Tensor | None = None) -> Tensor:
     """log p(targets[i] | hidden[rows[i]]) (rows default to 0, 1, ...: one target a row):
     float32 log-softmax, as lm-evaluation-harness computes it, the LM head applied in chunks of
     rows into buffers reused across chunks.
@@ -216,13 +221,14 @@ def _head_logprobs(lm: LoadedModel, hidden, targets, rows=None):
     token, but would move every log-likelihood off lm-eval's by that much, systematically.)"""
     import torch
 
+    from evalcore.native import softcap_logits
+
     head = lm.model.get_output_embeddings()
     w = head.weight
     hidden = hidden.to(w.device)
     rows = torch.arange(len(targets)) if rows is None else rows
     order = torch.argsort(rows, stable=True)  # targets by head row: each chunk reads a contiguous run
     rows, targets = rows[order], targets[order].to(w.device)
-    cap = getattr(lm.model.config, "final_logit_softcapping", None)
     n, V = hidden.shape[0], w.shape[0]
     got = torch.empty(len(targets), dtype=torch.float64)
     chunk = min(max(HEAD_CHUNK_ROWS, HEAD_CHUNK_LOGITS // V), n)
@@ -239,9 +245,7 @@ def _head_logprobs(lm: LoadedModel, hidden, targets, rows=None):
         lg = f32[:k]
         if head.bias is not None:
             lg += head.bias.float()
-        if cap:
-            lg.div_(cap).tanh_().mul_(cap)
-        torch.log_softmax(lg, -1, out=lsm[:k])
+        torch.log_softmax(softcap_logits(lg, lm.model.config, inplace=True), -1, out=lsm[:k])
         i, j = bounds[c], bounds[c + 1]
         got[i:j] = lsm[rows[i:j] - s, targets[i:j]].double().cpu()
     out = torch.empty_like(got)
@@ -253,40 +257,28 @@ def _score_batch(lm: LoadedModel, batch: list[_Row]) -> list[list[npt.NDArray[np
     """One forward pass over packed rows (module docstring); per-token log-probs of each ending."""
     import torch
 
-    lens = [len(r.tokens) for r in batch]
-    B, T = len(batch), max(lens)
-    ids = torch.zeros((B, T), dtype=torch.long)
-    pos = torch.zeros((B, T), dtype=torch.long)
-    end = torch.arange(1, T + 1).repeat(B, 1)  # padding: a subtree of itself alone
+    ids, real = pad_batch([r.tokens for r in batch])
+    pos, _ = pad_batch([r.pos for r in batch])
+    end, _ = pad_batch([r.end for r in batch])
+    T = ids.shape[1]
+    end = torch.where(real.bool(), end, torch.arange(1, T + 1))  # padding: a subtree of itself alone
     heads: dict[int, int] = {}  # flat index b * T + t of each predicting hidden state -> head row
     head_row: list[int] = []  # per target, its head row
     targets: list[int] = []
-    for b, (r, n) in enumerate(zip(batch, lens)):
-        ids[b, :n] = torch.tensor(r.tokens)
-        pos[b, :n] = torch.tensor(r.pos)
-        end[b, :n] = torch.tensor(r.end)
+    for b, r in enumerate(batch):
         for p, c in zip(r.pred, r.targets):
             head_row += [heads.setdefault(b * T + t, len(heads)) for t in p]
             targets += c
-    ar = torch.arange(T)
-    mask = (ar[None, None, :] <= ar[None, :, None]) & (ar[None, :, None] < end[:, None, :])  # [B, T, T]
-    mask = mask[:, None]  # [B, 1, T, T], True = attend
-    window = getattr(lm.model.config, "sliding_window", None)
-    layer_types = set(getattr(lm.model.config, "layer_types", None) or ())
     dev = lm.device
-    attn = mask.to(dev)
-    if "sliding_attention" in layer_types and window:
-        near = (pos[:, :, None] - pos[:, None, :]) < window
-        attn = {"full_attention": attn, "sliding_attention": (mask & near[:, None]).to(dev)}
     heads_t = torch.tensor(list(heads))  # flat indices into [B, T]
-    kw = {}
+    kw: dict[str, Any] = {}
     if lm.unpadded:  # padding then costs attention only (`keep` in evalcore.native)
-        n = torch.tensor(lens)
-        kw["keep"] = (torch.arange(T)[None, :] < n[:, None]).reshape(-1).nonzero()[:, 0].to(dev)
+        n = real.sum(1)
+        kw["keep"] = real.reshape(-1).nonzero()[:, 0].to(dev)
         heads_t = (torch.cumsum(n, 0) - n)[heads_t // T] + heads_t % T  # ... into the kept tokens
     with torch.inference_mode(), lm.forward_settings():
-        h = lm.model.base_model(input_ids=ids.to(dev), attention_mask=attn, position_ids=pos.to(dev),
-                                use_cache=False, **kw).last_hidden_state  # [B, T, H], or [1, N, H] unpadded
+        h = lm.model.base_model(input_ids=ids.to(dev), attention_mask=_packed_masks(lm, pos, end),
+                                position_ids=pos.to(dev), use_cache=False, **kw).last_hidden_state  # [B, T, H] or [1, N, H]
         hs = h.reshape(-1, h.shape[-1])[heads_t.to(h.device)]
         lp = _head_logprobs(lm, hs, torch.tensor(targets), torch.tensor(head_row)).numpy()
     out: list[list[npt.NDArray[np.float64]]] = []
@@ -298,6 +290,25 @@ def _score_batch(lm: LoadedModel, batch: list[_Row]) -> list[list[npt.NDArray[np
             o += len(p)
         out.append(res)
     return out
+
+
+def _packed_masks(lm: LoadedModel, pos: Tensor, end: Tensor) -> Tensor | dict[str, Tensor]:
+    """The bool attention mask [B, 1, T, T] of packed rows on the model's device (token i attends
+    to j when j <= i < end(j)); for models with sliding-window layers, per layer type, the
+    sliding one also limited to the window by position."""
+    import torch
+
+    T = pos.shape[1]
+    ar = torch.arange(T)
+    mask = (ar[None, None, :] <= ar[None, :, None]) & (ar[None, :, None] < end[:, None, :])  # [B, T, T]
+    mask = mask[:, None]  # [B, 1, T, T], True = attend
+    window = getattr(lm.model.config, "sliding_window", None)
+    layer_types = set(getattr(lm.model.config, "layer_types", None) or ())
+    attn = mask.to(lm.device)
+    if "sliding_attention" in layer_types and window:
+        near = (pos[:, :, None] - pos[:, None, :]) < window
+        return {"full_attention": attn, "sliding_attention": (mask & near[:, None]).to(lm.device)}
+    return attn
 
 
 def reference_logprobs(lm: LoadedModel, context: Sequence[int], continuation: Sequence[int]) -> npt.NDArray[np.float64]:

@@ -56,6 +56,7 @@ class VLLMModel(LoadedModel):
     backend: str = "vllm"
 
     def identity(self) -> dict[str, Any]:
+        """What a stored result is keyed on, with the backend (vLLM's numbers differ slightly)."""
         return {**super().identity(), "backend": self.backend}
 
 
@@ -141,7 +142,7 @@ def iter_logprobs(
             progress(len(batch))
 
 
-def _score(lm: VLLMModel, batch: list[Group], params) -> list[list[npt.NDArray[np.float64]]]:
+def _score(lm: VLLMModel, batch: list[Group], params: Any) -> list[list[npt.NDArray[np.float64]]]:
     """One vLLM call for every (group, continuation) of the batch; ctx + cont sequences as in lm-eval."""
     prompts = [{"prompt_token_ids": list(g.context) + list(c)} for g in batch for c in g.continuations]
     outputs = lm.model.generate(prompts, params, use_tqdm=False)

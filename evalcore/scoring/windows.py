@@ -20,12 +20,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from evalcore.errors import InputError
 from evalcore.models import LoadedModel
+from evalcore.scoring.batch import pad_batch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +97,7 @@ def token_nlls(
             n += 1
         batch = jobs[i : i + n]
         i += len(batch)
-        inp = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for b, (t, w) in enumerate(batch):
-            inp[b, : w.end - w.start] = torch.tensor(list(texts_ids[t][w.start : w.end]))
-            mask[b, : w.end - w.start] = 1
+        inp, mask = pad_batch([texts_ids[t][w.start : w.end] for t, w in batch])
         with torch.inference_mode():
             h = body(input_ids=inp.to(lm.device), attention_mask=mask.to(lm.device)).last_hidden_state
             rows, targets = [], []
@@ -115,8 +116,9 @@ def token_nlls(
 
 
 def context_limit(lm: LoadedModel) -> int:
+    """The most positions the model takes (its config's max_position_embeddings; 2048 if unset)."""
     cfg = lm.model.config
-    return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048))
+    return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 2048)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def token_divergences(lm_a: LoadedModel, lm_b: LoadedModel, ids: Sequence[int], 
     ids = list(ids)[: min(max_length, context_limit(lm_a), context_limit(lm_b))]
     if len(ids) < 2:
         raise InputError("text is shorter than two tokens; give a longer text")
-    out: dict[str, list] = {"kl_pq": [], "kl_qp": [], "js": [], "top1": [], "topk": []}
+    out: dict[str, list[Tensor]] = {"kl_pq": [], "kl_qp": [], "js": [], "top1": [], "topk": []}
     with torch.inference_mode():
         hs = []
         for lm in (lm_a, lm_b):
