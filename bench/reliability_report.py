@@ -1,6 +1,6 @@
 """Reliability report: inject faults into real CLI runs and try bad inputs, then print a table.
 
-    python bench/reliability_report.py [--seeds 3] [--no-mauve] [--keep DIR]
+    python -m bench.reliability_report [--seeds 3] [--no-mauve] [--keep DIR]    (from the repository root)
 
 Faults (tests/support/faults.py, the same scenarios tests/cli/test_faults.py asserts on): SIGKILL of a
 perplexity run at seeded points and of a MAUVE generation run, a store garbled in the middle,
@@ -21,14 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "support"))  # the shared fault helpers
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import faults as F
+try:  # the fault helpers the tests share: the package tests.support, found from the repository root
+    from tests.support import faults as F
+except ModuleNotFoundError as e:
+    if e.name not in ("tests", "tests.support"):
+        raise
+    sys.exit("run it as a module from the repository root: python -m bench.reliability_report")
 
 
 def _row(cells: list[str]) -> str:

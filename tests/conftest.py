@@ -1,7 +1,9 @@
 """Shared fixtures: the real bundled models, loaded once per test session; and the `slow` mark.
 
 The folders mirror the package (store/, models/, cli/, runs/, app/); support/ holds the fault
-injection and app-server helpers that tests and bench/ share.
+injection and app-server helpers that tests and bench/ share, imported as the package
+`tests.support` (pytest puts the repository root on sys.path for this package's conftest;
+the bench runs from the root: `python -m bench.reliability_report`).
 
 Converted weights live in the user cache folder (EVALCORE_CACHE or ~/.cache/evalcore), so
 the first run on a fresh machine converts the GGUFs once; stores are per test.
@@ -18,14 +20,16 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "support"))  # faults.py, appserver.py: shared with bench/
+# tests/app still imports its helper by the bare name (`from appserver import ...`); once it imports
+# tests.support.appserver, this line goes
+sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 MODEL_FIXTURES = {"smol", "gemma", "hellaswag", "reference", "ref"}
 SLOW_MODULES = {"test_app", "test_bad_input", "test_browser", "test_cli_out", "test_distributed", "test_faults", "test_first_use",
-                "test_hellaswag", "test_load", "test_model_folders", "test_models", "test_native"}
+                "test_hellaswag", "test_live", "test_load", "test_model_folders", "test_models", "test_native"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -53,6 +57,23 @@ def hellaswag():
     from evalcore.data import HellaSwag
 
     return HellaSwag()
+
+
+HELLASWAG_REFERENCE_ITEMS = 24
+
+
+@pytest.fixture(scope="session")
+def hellaswag_reference(smol, hellaswag, tmp_path_factory):
+    """SmolLM2 on HellaSwag items 0..23 in this process, in a store of its own (`to_dict()`, the
+    CLI's JSON less its run details): the yardstick of the CLI and torchrun runs of those items,
+    computed once per session."""
+    from evalcore.runs import run_hellaswag
+    from evalcore.store import Store
+
+    store = Store(tmp_path_factory.mktemp("hellaswag_ref") / "single.sqlite")
+    res = run_hellaswag(smol, range(HELLASWAG_REFERENCE_ITEMS), dataset=hellaswag, store=store)
+    store.close()
+    return res.to_dict()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 
 from evalcore import cli, parallel, scoring
 from evalcore.errors import StoreError
-from evalcore.runs import model_texts, run_hellaswag, run_perplexity
+from evalcore.runs import model_texts, run_perplexity
 from evalcore.scoring import Decoding
 from evalcore.store import Store
 
@@ -49,13 +49,11 @@ def _same_items(got: list[dict], ref: list[dict]) -> None:
         np.testing.assert_allclose(g["logprobs"], r["logprobs"], atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def reference(smol, hellaswag, tmp_path_factory):
-    """A single-process run of the first N_ITEMS items, in its own store."""
-    store = Store(tmp_path_factory.mktemp("ref") / "single.sqlite")
-    res = run_hellaswag(smol, range(N_ITEMS), dataset=hellaswag, store=store)
-    store.close()
-    return res.to_dict()
+@pytest.fixture
+def reference(hellaswag_reference):
+    """A single-process run of the first N_ITEMS items, in its own store (the session's, conftest.py)."""
+    assert len(hellaswag_reference["items"]) == N_ITEMS
+    return hellaswag_reference
 
 
 # ----------------------------------------------------------------------------- the Dist value

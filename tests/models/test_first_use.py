@@ -1,5 +1,7 @@
-"""First use on a cold cache: two ranks converting the same model at once, a conversion killed
-part-way, and a cache folder that cannot be written. Each test has an EVALCORE_CACHE of its own."""
+"""First use on a cold cache: a conversion killed part-way, then two ranks converting the same
+model at once; and a cache folder that cannot be written. Each test has an EVALCORE_CACHE of its
+own, empty; they convert SmolLM2 once in all (the other tests use the converted weights the
+session's model fixtures load)."""
 from __future__ import annotations
 
 import json
@@ -10,41 +12,30 @@ import sys
 import time
 from pathlib import Path
 
-import faults as F
 import pytest
 
 from evalcore import models
+from tests.support import faults as F
 
 ROOT = Path(__file__).resolve().parents[2]
 CONVERTED = models.converted_dir(models.resolve_spec(F.MODEL)).name
 
 
-def test_torchrun_two_ranks_on_a_cold_cache_convert_once(tmp_path):
-    """The issue's example: both ranks need the converted weights; one converts under the lock,
-    the other waits and reads the finished folder. A temporary folder that a killed conversion
-    left behind is removed."""
-    cache = tmp_path / "cache"
-    stale = cache / "models" / f".{CONVERTED}.tmp999999"
-    stale.mkdir(parents=True)
-    (stale / "model.safetensors").write_bytes(b"half written")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "evalcore",
-           "-v", "hellaswag", "--model", F.MODEL, "--limit", "8", "--store", str(tmp_path / "s.sqlite"),
-           "--out", str(tmp_path / "o.json")]
-    r = subprocess.run(cmd, cwd=ROOT, env={**F.env(), "EVALCORE_CACHE": str(cache)}, capture_output=True, text=True,
-                       timeout=600, check=False)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stderr.count(f"converted {F.MODEL} to safetensors") == 1  # one rank converted, the other waited
-    assert not stale.exists()
-    assert json.loads((tmp_path / "o.json").read_text())["n"] == 8
-    assert models.is_complete(cache / "models" / CONVERTED)
+def test_a_conversion_killed_part_way_then_two_ranks_on_that_cache_convert_once(tmp_path):
+    """Both first-use stories on one empty cache, for one conversion (dequantizing SmolLM2's GGUF
+    is most of a conversion's ~17 s, and each story needs one that starts from nothing):
 
+    1. SIGKILL during the conversion leaves its temporary folder `.NAME.tmpPID` and no
+       converted folder.
+    2. The next start is the issue's example: torchrun with two ranks that both need the
+       converted weights. One converts under the lock and removes the folder the killed
+       conversion left; the other waits and reads the finished folder.
 
-def test_a_conversion_killed_part_way_is_cleaned_at_the_next_start(tmp_path):
-    """SIGKILL during the conversion leaves `.NAME.tmpPID`; the next run removes it, converts,
-    and succeeds."""
+    The cache must be empty, not the session's converted one: with the weights already there
+    nothing converts, so there is nothing to kill and no race."""
     cache = tmp_path / "cache"
-    args = ["perplexity", "--model", F.MODEL, "--text-file", "/etc/hostname", "--store", str(tmp_path / "s.sqlite"),
-            "--out", str(tmp_path / "o.json")]
+    args = ["perplexity", "--model", F.MODEL, "--text-file", "/etc/hostname", "--store", str(tmp_path / "k.sqlite"),
+            "--out", str(tmp_path / "k.json")]
     p = F.popen(args, extra_env={"EVALCORE_CACHE": str(cache)})
     deadline = time.time() + 300
     tmps: list[Path] = []
@@ -56,10 +47,18 @@ def test_a_conversion_killed_part_way_is_cleaned_at_the_next_start(tmp_path):
     assert tmps, "the conversion never started writing its temporary folder"
     os.kill(p.pid, signal.SIGKILL)
     p.communicate()
-    assert tmps[0].exists() and not (cache / "models" / CONVERTED).exists()
-    run = F.cli(args, extra_env={"EVALCORE_CACHE": str(cache)})
-    assert run.rc == 0, run.err[-2000:]
-    assert not list((cache / "models").glob(f".{CONVERTED}.tmp*"))
+    stale = tmps[0]
+    assert stale.exists() and not (cache / "models" / CONVERTED).exists()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "evalcore",
+           "-v", "hellaswag", "--model", F.MODEL, "--limit", "8", "--store", str(tmp_path / "s.sqlite"),
+           "--out", str(tmp_path / "o.json")]
+    r = subprocess.run(cmd, cwd=ROOT, env={**F.env(), "EVALCORE_CACHE": str(cache)}, capture_output=True, text=True,
+                       timeout=600, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count(f"converted {F.MODEL} to safetensors") == 1  # one rank converted, the other waited
+    assert not stale.exists() and not list((cache / "models").glob(f".{CONVERTED}.tmp*"))
+    assert json.loads((tmp_path / "o.json").read_text())["n"] == 8
+    assert models.is_complete(cache / "models" / CONVERTED)
 
 
 def test_read_only_empty_cache_fails_before_converting(tmp_path):

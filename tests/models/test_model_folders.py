@@ -12,7 +12,6 @@ import re
 import shutil
 from pathlib import Path
 
-import faults as F
 import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
@@ -21,6 +20,7 @@ from evalcore import checkpoint, models
 from evalcore.errors import InputError, ModelUnavailableError, NonFiniteError
 from evalcore.runs import run_perplexity
 from evalcore.store import Store
+from tests.support import faults as F
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital and largest city of France."]
 
@@ -77,14 +77,15 @@ def test_vocabulary_smaller_than_the_tokenizer_is_refused(smol, tmp_path):
 
 def test_nan_weights_give_one_line_and_store_nothing(smol, tmp_path):
     """A model whose numbers are NaN: the CLI exits 2 naming the text and the token, no row is
-    stored, no JSON written."""
+    stored, no JSON written. (The CLI in this process, `faults.cli_in_process`: the folder is a
+    model of its own, loaded as a child would; no child start-up.)"""
     def poison(sd):
         sd["model.norm.weight"][:] = float("nan")
 
     folder = _copy_folder(smol, tmp_path / "m", weights=poison)
     db, out = tmp_path / "s.sqlite", tmp_path / "o.json"
-    run = F.cli(["perplexity", "--model", str(folder), "--corpus", "wikipedia", "--limit", "2", "--store", str(db),
-                 "--out", str(out)])
+    run = F.cli_in_process(["perplexity", "--model", str(folder), "--corpus", "wikipedia", "--limit", "2",
+                            "--store", str(db), "--out", str(out)])
     assert F.one_line_error(run) is None, run.err
     assert re.search(r"text \d: a token.s NLL is nan at position \d+; nothing was stored", run.err), run.err
     assert F.rows(db) == 0 and not out.exists()
@@ -161,9 +162,11 @@ def test_converted_file_changed_in_place_is_caught(smol, tmp_path):
     assert not models.is_complete(dst)
 
 
-def test_corrupt_converted_weights_are_rebuilt_and_give_the_clean_numbers(tmp_path):
+def test_corrupt_converted_weights_are_rebuilt_and_give_the_clean_numbers(smol, tmp_path):
     """End to end on a cache of its own: the converted SmolLM2 is damaged in place (same size);
-    the next run says so, converts again and scores exactly as a clean run."""
+    the next run says so, converts again and scores exactly as a clean run. It starts from a
+    copy of the session's converted folder (the smol fixture made it): one conversion, the one
+    under test."""
     o = F.corrupt_converted_weights(tmp_path)
     assert o.survived, o.explain()
 

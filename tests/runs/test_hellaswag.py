@@ -22,6 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # lm-evaluation-harness 0.4.13, HF backend, float32, same converted weights, items 0..4
 # (bench/hellaswag_throughput.py computes these in one run with lm-eval).
+# lm-eval's values were computed on another CPU: float32 sums over ~100 tokens round differently
+# in another CPU's kernels (up to 5.5e-6 relative seen), so long continuations get a relative
+# tolerance beside the absolute one.
+GOLDEN_RTOL = 1e-5
 LM_EVAL_LOGLIK = {
     "smollm2-135m": [[-39.9296, -31.4256, -22.9075, -31.2697], [-28.6768, -14.9609, -20.0771, -25.6926],
                      [-43.6346, -49.485, -26.1735, -105.8793], [-12.3095, -24.8951, -39.4261, -33.599],
@@ -71,7 +75,7 @@ def test_loglik_matches_lm_eval_golden_values(request, name, fixture, hellaswag)
     items = hellaswag.items([0, 1, 2, 3, 4])
     groups = [scoring.encode_pair(lm.tokenizer, it.query, it.continuations) for it in items]
     got = np.array([[x.sum() for x in r] for r in scoring.score_groups(lm, groups)])
-    np.testing.assert_allclose(got, LM_EVAL_LOGLIK[name], atol=2e-4)
+    np.testing.assert_allclose(got, LM_EVAL_LOGLIK[name], atol=2e-4, rtol=GOLDEN_RTOL)
 
 
 def test_shared_context_equals_unbatched_reference(smol, gemma, hellaswag):
@@ -162,7 +166,7 @@ def test_run_caches_items_and_skips_inference(smol, hellaswag, store, monkeypatc
     idx = [0, 1, 2, 3]
     first = run_hellaswag(smol, idx, dataset=hellaswag, store=store)
     assert first.cached_items == 0 and [r.pred for r in first.items] == [2, 1, 2, 0]
-    np.testing.assert_allclose(first.loglik(), LM_EVAL_LOGLIK["smollm2-135m"][:4], atol=2e-4)
+    np.testing.assert_allclose(first.loglik(), LM_EVAL_LOGLIK["smollm2-135m"][:4], atol=2e-4, rtol=GOLDEN_RTOL)
     labels = np.array([3, 3, 2, 2])
     _, golden_norm = hsm.predictions(LM_EVAL_LOGLIK["smollm2-135m"][:4], [r.char_lengths for r in first.items])
     assert first.acc.value == pytest.approx(0.25)  # only item 2 right: [2, 1, 2, 0] vs [3, 3, 2, 2]
@@ -182,7 +186,10 @@ def _cli(args, env, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def test_cli_json_and_resume_after_sigkill(tmp_path):
+def test_cli_json_and_resume_after_sigkill(tmp_path, hellaswag_reference):
+    """SIGKILL mid-run keeps the committed items; the rerun reads them back and gives the
+    per-item results of an uninterrupted run (the session's single-process run of the same 24
+    items, conftest.py)."""
     env = os.environ.copy()
     db = tmp_path / "store" / "results.sqlite"
     args = ["hellaswag", "--model", "smollm2-135m", "--limit", "24", "--batch-tokens", "300", "--store", str(db)]
@@ -207,14 +214,12 @@ def test_cli_json_and_resume_after_sigkill(tmp_path):
     assert out.wait(timeout=300) == 0, out.communicate()
     resumed = json.loads((tmp_path / "resumed.json").read_text())
     assert resumed["timing"]["cached_items"] == kept and resumed["n"] == 24
-    # an uninterrupted run in a fresh store gives the same per-item results
-    full = _cli(["hellaswag", "--model", "smollm2-135m", "--limit", "24", "--store", str(tmp_path / "fresh.sqlite"),
-                 "--out", str(tmp_path / "full.json")], env)
-    assert full.wait(timeout=300) == 0
-    ref = json.loads((tmp_path / "full.json").read_text())
-    assert set(ref) >= {"model", "n", "results", "items", "timing"}
-    assert set(ref["results"]) == {"acc", "acc_stderr", "acc_ci95", "acc_norm", "acc_norm_stderr", "acc_norm_ci95"}
-    assert set(ref["items"][0]) >= {"index", "label", "logprobs", "char_lengths", "pred", "pred_norm"}
+    assert set(resumed) >= {"model", "n", "results", "items", "timing"}
+    assert set(resumed["results"]) == {"acc", "acc_stderr", "acc_ci95", "acc_norm", "acc_norm_stderr", "acc_norm_ci95"}
+    assert set(resumed["items"][0]) >= {"index", "label", "logprobs", "char_lengths", "pred", "pred_norm"}
+    # an uninterrupted run of the same items gives the same per-item results
+    ref = hellaswag_reference
+    assert [a["index"] for a in resumed["items"]] == [b["index"] for b in ref["items"]] == list(range(24))
     for a, b in zip(resumed["items"], ref["items"]):
         assert a["pred"] == b["pred"] and a["pred_norm"] == b["pred_norm"]
         np.testing.assert_allclose(a["logprobs"], b["logprobs"], atol=1e-4)

@@ -128,25 +128,27 @@ def test_end_to_end_on_bundle(smol, hellaswag, store):
     assert again.result("auto").mauve == res.mauve
 
 
-@pytest.mark.slow  # a CLI process or a fresh interpreter
+@pytest.mark.slow  # a CLI run
 def test_cli_from_features(tmp_path):
+    """The CLI's JSON from features and its k check, run in this process (faults.cli_in_process:
+    exit status, stdout and stderr as a child's; no model is involved)."""
+    from tests.support.faults import cli_in_process
+
     p, q = _feats(2)
     np.save(tmp_path / "p.npy", p)
     np.save(tmp_path / "q.npy", q)
     out = tmp_path / "m.json"
-    r = subprocess.run([sys.executable, "-m", "evalcore", "mauve", "--p-features", str(tmp_path / "p.npy"),
-                        "--q-features", str(tmp_path / "q.npy"), "--k", "12", "--out", str(out)],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    r = cli_in_process(["mauve", "--p-features", str(tmp_path / "p.npy"), "--q-features", str(tmp_path / "q.npy"),
+                        "--k", "12", "--out", str(out)])
+    assert r.rc == 0, r.err
     d = json.loads(out.read_text())
     for key in ("mauve", "mauve_star", "frontier_integral", "num_buckets", "p_hist", "q_hist", "divergence_curve",
                 "kl_pq", "kl_qp", "settings"):
         assert key in d
     assert d["num_buckets"] == 12 and d["mauve"] == pytest.approx(M.compute_mauve(p, q, k=12).mauve)
-    r = subprocess.run([sys.executable, "-m", "evalcore", "mauve", "--p-features", str(tmp_path / "p.npy"),
-                        "--q-features", str(tmp_path / "q.npy"), "--k", "1", "--out", str(out)],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 2 and "need 2.." in r.stderr
+    r = cli_in_process(["mauve", "--p-features", str(tmp_path / "p.npy"), "--q-features", str(tmp_path / "q.npy"),
+                        "--k", "1", "--out", str(out)])
+    assert r.rc == 2 and "need 2.." in r.err
 
 
 def test_bf16_featurizer_stays_close_to_float32(smol, hellaswag):

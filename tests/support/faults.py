@@ -90,6 +90,140 @@ def cli(args: list[str], *, timeout: float = 300, **kw: Any) -> Run:
     return Run(p.returncode, out, err, time.perf_counter() - t)
 
 
+# ----------------------------------------------------------------------------- the CLI in this process
+
+class _ModelsOfThisProcess:
+    """Swap `evalcore.models.loading`'s per-process model memo for an empty one (a child starts
+    with none), and with `guard` its loader for the no-model guard; restored on exit."""
+
+    def __init__(self, *, fresh: bool, guard: bool) -> None:
+        self.fresh, self.guard = fresh, guard
+
+    def __enter__(self) -> None:
+        from evalcore.models import loading
+
+        self.loading, self.saved = loading, (loading._load, loading._LOADED)
+        if self.fresh or self.guard:
+            loading._LOADED = {}
+        if self.guard:
+            def refuse(*a: Any, **k: Any) -> None:
+                print(NO_MODEL_GUARD, file=sys.stderr)
+                raise SystemExit(3)
+            loading._load = refuse
+
+    def __exit__(self, *exc: object) -> None:
+        self.loading._load, self.loading._LOADED = self.saved
+
+
+def cli_shared_models(args: list[str], **kw: Any) -> Run:
+    """`cli_in_process` with this process's loaded models: a model the session holds is not loaded again."""
+    return cli_in_process(args, fresh_models=False, **kw)
+
+
+def _show_warnings_as_a_child_would() -> None:
+    """A fresh interpreter's warning filters, every occurrence shown (no once-per-process registry)."""
+    import warnings
+
+    warnings.resetwarnings()
+    warnings.simplefilter("always")
+    for cat in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.filterwarnings("ignore", category=cat)
+
+
+def cli_in_process(args: list[str], *, guard: bool = False, fresh_models: bool = True,
+                   extra_env: dict[str, str] | None = None, stdin: str | None = None) -> Run:
+    """`evalcore.cli.main(args)` in this process, with what `cli` would see of a child: its exit
+    status (SystemExit included; an uncaught exception prints its traceback and gives 1, as the
+    interpreter does), its stdout and stderr at the file-descriptor level, every log record the
+    child's `logging.basicConfig` handler would print (WARNING and up; INFO with -v) and every
+    warning a fresh interpreter would show, in its environment (env() + extra_env) and folder
+    (ROOT), with `stdin` (a file name) as descriptor 0. `fresh_models` starts from an empty model
+    memo, as a child does (False shares this process's loaded models: no load, no conversion);
+    `guard` refuses any model load with exit 3, as `popen(guard=True)` does.
+
+    For tests whose subject is what the CLI decides and prints, not the process: a child's
+    start-up (interpreter, imports, a model load) costs seconds each. Kills, resource limits,
+    dropped capabilities and concurrency need `cli`.
+    """
+    import io
+    import logging
+    import tempfile
+    import traceback
+    import warnings
+
+    from evalcore.cli import main
+
+    fmt = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    threshold = logging.INFO if {"-v", "--verbose"} & set(args) else logging.WARNING
+    real_call = logging.Logger.callHandlers
+
+    def call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
+        if record.levelno >= threshold:
+            sys.stderr.write(fmt.format(record) + "\n")
+        real_call(self, record)
+
+    root = logging.getLogger()
+    saved_root = root.level, root.handlers[:]
+    saved_env, saved_cwd = os.environ.copy(), os.getcwd()
+    saved_streams = sys.stdin, sys.stdout, sys.stderr
+    for s in saved_streams[1:]:
+        s.flush()
+    files = [tempfile.TemporaryFile() for _ in range(2)]  # noqa: SIM115 - closed once read, below
+    saved_fds = [os.dup(fd) for fd in (0, 1, 2)]
+    t = time.perf_counter()
+    try:
+        with open(stdin or os.devnull, "rb") as fin:
+            os.dup2(fin.fileno(), 0)
+        os.dup2(files[0].fileno(), 1)
+        os.dup2(files[1].fileno(), 2)
+        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+        sys.stdout, sys.stderr = (io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
+                                                   errors="backslashreplace", write_through=True) for fd in (1, 2))
+        os.environ.update(env())
+        os.environ.update(extra_env or {})
+        os.chdir(ROOT)
+        root.setLevel(threshold)  # what the child's basicConfig sets (here pytest's handlers make it a no-op)
+        logging.Logger.callHandlers = call_handlers  # type: ignore[method-assign]
+        with _ModelsOfThisProcess(fresh=fresh_models, guard=guard), warnings.catch_warnings(record=True) as shown:
+            _show_warnings_as_a_child_would()
+            try:
+                rc = main(list(args))
+            except SystemExit as e:
+                if e.code is None or isinstance(e.code, int):
+                    rc = e.code or 0
+                else:
+                    print(e.code, file=sys.stderr)
+                    rc = 1
+            except BaseException:  # noqa: BLE001 - the interpreter would print it and exit 1
+                traceback.print_exc()
+                rc = 1
+        for w in shown:
+            sys.stderr.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
+    finally:
+        seconds = time.perf_counter() - t
+        logging.Logger.callHandlers = real_call  # type: ignore[method-assign]
+        root.setLevel(saved_root[0])
+        root.handlers[:] = saved_root[1]
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for s in (sys.stdout, sys.stderr):
+            s.flush()
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+        for fd, saved in zip((0, 1, 2), saved_fds):
+            os.dup2(saved, fd)
+            os.close(saved)
+    texts = []
+    for f in files:
+        f.seek(0)
+        texts.append(f.read().decode("utf-8", "backslashreplace"))
+        f.close()
+    out, err = texts
+    if "Traceback" in err:
+        TRACEBACKS.append(" ".join(args))
+    return Run(rc, out, err, seconds)
+
+
 def non_finite_stored(folder: Path) -> int:
     """Records holding NaN or infinity in every results store under `folder` (quarantined ones too)."""
     n = 0
@@ -578,12 +712,16 @@ BAD_INPUTS: list[BadInput] = [
 ]
 
 
-def run_bad_input(case: BadInput, folder: Path) -> tuple[Run, str | None]:
-    """Run one bad input (with the no-model guard unless it `loads`); (run, None) when it failed as it should."""
+def run_bad_input(case: BadInput, folder: Path, *, in_process: bool = False) -> tuple[Run, str | None]:
+    """Run one bad input (with the no-model guard unless it `loads`); (run, None) when it failed as
+    it should. `in_process`: through `cli_in_process` (no child start-up, the same checks) rather
+    than a child process of the real entry point."""
     folder.mkdir(parents=True, exist_ok=True)
     args = case.build(folder)
     extra = {k: v.replace("{d}", str(folder)) for k, v in case.env}
-    if case.stdin is not None:
+    if in_process:
+        run = cli_in_process(args, guard=not case.loads, extra_env=extra, stdin=case.stdin)
+    elif case.stdin is not None:
         with open(case.stdin, "rb") as fin:
             run = cli(args, guard=not case.loads, timeout=120, extra_env=extra, stdin=fin)
     else:
@@ -597,6 +735,12 @@ def run_bad_input(case: BadInput, folder: Path) -> tuple[Run, str | None]:
 # ----------------------------------------------------------------------------- scenarios
 # Each injects one fault into real CLI runs and returns an Outcome: named checks, rows
 # committed when the fault struck, rows lost. The tests assert on them; the report prints them.
+# `runner` runs the CLI where no process boundary is under test (a clean reference run, a run on
+# a damaged or locked store): `cli`, a child process, by default (the report); the tests pass
+# `cli_shared_models`, in their own process with the session's loaded model. Kills, resource
+# limits, dropped capabilities and two processes at once always run children.
+
+Runner = Callable[..., Run]
 
 @dataclass
 class Outcome:
@@ -624,9 +768,9 @@ class Reference:
     db: Path
 
 
-def reference_perplexity(folder: Path) -> Reference:
+def reference_perplexity(folder: Path, *, runner: Runner = cli) -> Reference:
     folder.mkdir(parents=True, exist_ok=True)
-    run = cli(ppl_args(folder / "s.sqlite", folder / "o.json"))
+    run = runner(ppl_args(folder / "s.sqlite", folder / "o.json"))
     if run.rc != 0:
         raise RuntimeError(f"the clean perplexity run failed: {run.err.strip()[-500:]}")
     return Reference(run.json(folder / "o.json"), folder / "s.sqlite")
@@ -669,14 +813,14 @@ def perplexity_sigkill(folder: Path, ref: Reference, *, seed: int) -> Outcome:
     }, kept, max(0, kept - cached) if cached >= 0 else kept, f"{what}; rerun read {cached} from the store")
 
 
-def mauve_sigkill(folder: Path) -> Outcome:
+def mauve_sigkill(folder: Path, *, runner: Runner = cli) -> Outcome:
     """Kill -9 after the first generation batch is committed; the rerun must generate only the
-    rest, the same texts as a clean run, and the same MAUVE."""
+    rest, the same texts as a clean run (`runner`'s), and the same MAUVE."""
     import re
 
     folder.mkdir(parents=True, exist_ok=True)
     ref_db, db = folder / "ref.sqlite", folder / "s.sqlite"
-    ref_run = cli(mauve_args(ref_db, folder / "ref.json"))
+    ref_run = runner(mauve_args(ref_db, folder / "ref.json"))
     kept, what = kill_after_rows(mauve_args(db, folder / "killed.json"), db, op="generate", at_least=1,
                                  total=MAUVE_LIMIT)
     run = cli(["-v", *mauve_args(db, folder / "o.json")])
@@ -696,7 +840,7 @@ def mauve_sigkill(folder: Path) -> Outcome:
 DAMAGES = ("garble_middle", "truncate_half", "garble_digits")
 
 
-def corrupt_store(folder: Path, ref: Reference, damage: str) -> Outcome:
+def corrupt_store(folder: Path, ref: Reference, damage: str, *, runner: Runner = cli) -> Outcome:
     """Damage a copy of the clean store; the run must say so in one line, recompute, and end
     with the clean numbers and a healthy store whose rows all equal the clean ones."""
     import logging
@@ -708,7 +852,7 @@ def corrupt_store(folder: Path, ref: Reference, damage: str) -> Outcome:
         garble_digits(db, value_prefix(ref.result["texts"][0]))
     else:
         {"garble_middle": garble_middle, "truncate_half": truncate_half}[damage](db)
-    run = cli(ppl_args(db, folder / "o.json"))
+    run = runner(ppl_args(db, folder / "o.json"))
     lines = stderr_lines(run.err)
     out = run.json(folder / "o.json") if run.rc == 0 else {}
     warned: list[logging.LogRecord] = []
@@ -834,7 +978,7 @@ def corrupt_converted_weights(folder: Path) -> Outcome:
 
 
 
-def non_finite_record(folder: Path, ref: Reference) -> Outcome:
+def non_finite_record(folder: Path, ref: Reference, *, runner: Runner = cli) -> Outcome:
     """A record holding a bare NaN (as an older evalcore could store, with a valid checksum): it
     is treated as missing and recomputed, never served."""
     import re
@@ -847,7 +991,7 @@ def non_finite_record(folder: Path, ref: Reference) -> Outcome:
     c.execute("UPDATE records SET value = ?, crc = ? WHERE key = ?", (bad, zlib.crc32(bad.encode()), key))
     c.commit()
     c.close()
-    run = cli(ppl_args(db, folder / "o.json"))
+    run = runner(ppl_args(db, folder / "o.json"))
     out = run.json(folder / "o.json") if run.rc == 0 else {}
     back = records(db, "perplexity")
     return Outcome("a stored record holding NaN", {
@@ -867,7 +1011,7 @@ time.sleep(float(sys.argv[2]))
 """
 
 
-def locked_store(folder: Path, ref: Reference) -> Outcome:
+def locked_store(folder: Path, ref: Reference, *, runner: Runner = cli) -> Outcome:
     """Another process holds the store's write lock for the whole run: the run says so at open,
     retries, puts what it cannot store into a side journal, and exits 0 with the clean numbers;
     the next run, after the lock is gone, merges the journal and reads every row back."""
@@ -879,13 +1023,13 @@ def locked_store(folder: Path, ref: Reference) -> Outcome:
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(db), "120"], stdout=subprocess.PIPE, text=True)
     try:
         holder.stdout.readline()
-        run = cli(ppl_args(db, folder / "o.json"), extra_env={"EVALCORE_STORE_WAIT": "1"})
+        run = runner(ppl_args(db, folder / "o.json"), extra_env={"EVALCORE_STORE_WAIT": "1"})
         journals = sorted(folder.glob("s.sqlite.journal-*"))
     finally:
         holder.kill()
         holder.wait()
     out = run.json(folder / "o.json") if run.rc == 0 else {}
-    again = cli(ppl_args(db, folder / "o2.json"))
+    again = runner(ppl_args(db, folder / "o2.json"))
     out2 = again.json(folder / "o2.json") if again.rc == 0 else {}
     cached = out2.get("timing", {}).get("cached_texts", 0)
     return Outcome("store locked by another process for the whole run", {

@@ -1,0 +1,1 @@
+"""Test suite (a package, so that bench/ can import tests.support)."""
