@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,17 +24,22 @@ from evalcore.data import HellaSwag
 from evalcore.errors import InputError, require_finite
 from evalcore.metrics import mauve as M
 from evalcore.models import LoadedModel
-from evalcore.runs._memo import Progress, memo_map
+from evalcore.runs._memo import Batches, Progress, memo_map
 from evalcore.store import Store, record_key
 
+if TYPE_CHECKING:
+    from evalcore.scoring import Decoding
+
 log = logging.getLogger(__name__)
+
+GENERATE_VERSION = 2  # bump when `scoring.generate` draws other texts for the same inputs
 
 
 def _thash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def model_texts(lm: LoadedModel, indices: Sequence[int], decoding, *, dataset: HellaSwag | None = None,
+def model_texts(lm: LoadedModel, indices: Sequence[int], decoding: Decoding, *, dataset: HellaSwag | None = None,
                 store: Store | None = None, batch_size: int = 16, progress: Progress | None = None) -> list[str]:
     """The model's continuation of each item's context; generated once, then read from the store."""
     from evalcore import scoring
@@ -42,10 +47,11 @@ def model_texts(lm: LoadedModel, indices: Sequence[int], decoding, *, dataset: H
     ds = dataset or HellaSwag()
     store = store or Store()
     items = ds.items(list(indices))
-    keys = [record_key(op="generate", model=lm.identity(), decoding=decoding.to_dict(), data=ds.identity(), index=it.index)
+    keys = [record_key(op="generate", model=lm.identity(), decoding=decoding.to_dict(), data=ds.identity(), index=it.index,
+                       v=GENERATE_VERSION)
             for it in items]
 
-    def compute(todo: list[int]):
+    def compute(todo: list[int]) -> Batches:
         for s in range(0, len(todo), batch_size):
             chunk = todo[s : s + batch_size]
             max_new = [decoding.max_new_tokens or int(np.clip(len(lm.tokenizer(" " + items[i].choices[items[i].label])
@@ -68,7 +74,7 @@ def features(featurizer: LoadedModel, texts: Sequence[str], *, kind: str, store:
     store = store or Store()
     keys = [record_key(op="features", model=featurizer.identity(), kind=kind, text=_thash(t)) for t in texts]
 
-    def compute(todo: list[int]):
+    def compute(todo: list[int]) -> Batches:
         f = scoring.featurize(featurizer, [texts[i] for i in todo], kind=kind)
         require_finite(f, f"the features of {featurizer.spec.name} ([text, dim])")
         yield todo, [row.tolist() for row in f]
@@ -92,14 +98,16 @@ class MauveLab:
     _cache: dict[tuple[int, int], tuple[M.MauveResult, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_features(cls, p_features, q_features, *, p_texts: Sequence[str] = (), q_texts: Sequence[str] = (),
-                      explained_variance: float = 0.9, seed: int = 25, scaling: float = 5.0) -> MauveLab:
+    def from_features(cls, p_features: npt.ArrayLike, q_features: npt.ArrayLike, *, p_texts: Sequence[str] = (),
+                      q_texts: Sequence[str] = (), explained_variance: float = 0.9, seed: int = 25, scaling: float = 5.0) -> MauveLab:
+        """A lab on precomputed features of P (human) and Q (model) texts, PCA done once here."""
         M.check_scaling(scaling)  # before the PCA, which is the slow step
         red = M.reduce(p_features, q_features, explained_variance=explained_variance, seed=seed)
         return cls(red, list(p_texts), list(q_texts), scaling)
 
     @property
     def n_texts(self) -> int:
+        """How many texts, both sides together."""
         return self.reduced.n_p + self.reduced.n_q
 
     def k_auto(self) -> int:
@@ -121,6 +129,7 @@ class MauveLab:
         return self._cache[(k, seed)]
 
     def result(self, k: int | str = "auto") -> M.MauveResult:
+        """MAUVE with k clusters (histograms, curve, MAUVE and MAUVE*), computed once per k."""
         return self._fit(self.k(k))[0]
 
     def labels(self, k: int | str = "auto") -> tuple[np.ndarray, np.ndarray]:
@@ -136,21 +145,24 @@ class MauveLab:
                 "x": float(np.exp(-self.scaling * kq)), "y": float(np.exp(-self.scaling * kp))}
 
     def sweep(self, ks: Sequence[int]) -> list[dict[str, float]]:
+        """MAUVE and MAUVE* at each k, one dict per k."""
         return [{"k": int(k), "mauve": self.result(int(k)).mauve, "mauve_star": self.result(int(k)).mauve_star} for k in ks]
 
     def seeds(self, k: int | str = "auto", seeds: Sequence[int] = (0, 1, 2, 3, 4)) -> dict[str, Any]:
+        """MAUVE at k over several k-means seeds: mean, std, the values and the seeds."""
         kk = self.k(k)
         vals = np.array([self._fit(kk, s)[0].mauve for s in seeds])
         return {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
                 "values": vals.tolist(), "seeds": list(seeds)}
 
     def bootstrap(self, k: int | str = "auto", *, n_boot: int = 200, random_state: int = 0) -> tuple[float, float]:
+        """A 95% bootstrap interval (low, high) for MAUVE at k, texts resampled with their clusters."""
         kk = self.k(k)
         return M.bootstrap_ci(self._fit(kk)[1], self.reduced.n_q, kk, n_boot=n_boot, random_state=random_state,
                               scaling=self.scaling)
 
 
-def run_mauve(lm: LoadedModel, featurizer: LoadedModel, indices: Sequence[int], decoding, *, kind: str = "minilm",
+def run_mauve(lm: LoadedModel, featurizer: LoadedModel, indices: Sequence[int], decoding: Decoding, *, kind: str = "minilm",
               dataset: HellaSwag | None = None, store: Store | None = None, seed: int = 25,
               progress: Progress | None = None) -> MauveLab:
     """Human HellaSwag texts (P) vs the model's continuations of the same contexts (Q)."""
