@@ -453,3 +453,12 @@ def mauve_ci(name: str, n: int, k: int, n_boot: int = 200) -> tuple[float, float
     `MauveLab.bootstrap` recomputes its resamples on every call."""
     lab = mauve_lab(name, n)  # a memo hit: the page asked for the lab first
     return _results().get(("mauve_ci", *mauve_key(name, n), k, n_boot), lambda: lab.bootstrap(k, n_boot=n_boot))
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def vega_spec(chart: str, *args) -> dict:
+    """The Vega-Lite dict of `app_pages._live.<chart>(*args)`, built once per arguments and shared:
+    Altair's to_dict takes a few hundred milliseconds, the dominant cost of redrawing a cached k."""
+    from app_pages import _live
+
+    return getattr(_live, chart)(*args).to_dict()

@@ -4,19 +4,40 @@ import pandas as pd
 import streamlit as st
 
 import lab_cache as lc
+from app_pages import _state
 from evalcore.metrics import hellaswag as hsm
 
 st.title("HellaSwag")
 st.markdown("For each context the model scores four endings; it picks the most likely (acc) or the most "
             "likely per character (acc_norm). P(ending | context) is the softmax of the four log-likelihoods.")
 names = lc.available()
+link = _state.Link(["models", "items"])
+link.value("hs_models", "models", _state.many_of(names), names[:2])
+link.value("hs_n", "items", _state.integer(10, 1000), 20)
+link.notice()
 c1, c2 = st.columns([2, 1])
-chosen = c1.multiselect("models", names, default=names[:2], key="hs_models")
+chosen = c1.multiselect("models", names, key="hs_models")
 extra = c2.text_input("add a model: hub id or local folder", key="hs_extra", placeholder="EleutherAI/pythia-160m").strip()
 if extra and (extra := lc.guard(lc.check_app_model, extra, task="Checking the model name")) and extra not in chosen:
     chosen = [*chosen, extra]
-n = st.slider("items (the first N of the validation set; 20 take about 10 s on 2 CPU cores)", 10, 1000, 20, 10,
+n = st.slider("items (the first N of the validation set; 20 take about 10 s on 2 CPU cores)", 10, 1000, step=10,
               key="hs_n")
+_state.write(models=st.session_state["hs_models"], items=n)
+
+
+@st.fragment
+def explorer(results: dict, n: int) -> None:
+    """One item's endings and each model's choice distribution; a new item reruns only this."""
+    st.subheader("Item explorer")
+    idx = st.number_input("item", 0, n - 1, 0, key="hs_item")
+    it = lc.dataset().item(int(idx))
+    st.text(it.query)
+    table = {"ending": list(it.choices), "gold": ["✓" if i == it.label else "" for i in range(4)]}
+    for m, r in results.items():
+        table[f"P({m})"] = hsm.choice_distribution(r.loglik()[int(idx)][None])[0].round(3)
+    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+
+
 results = {m: r for m in chosen if (r := lc.guard(lc.hellaswag, m, n, progress=f"Scoring {m}")) is not None}
 if results:
     rows = [{"model": m, "metric": k, "value": a.value, "low": a.ci95[0], "high": a.ci95[1], "stderr": a.stderr}
@@ -30,16 +51,9 @@ if results:
                     width="stretch")
     st.dataframe(df, hide_index=True)
     st.download_button("per-item results (JSON)", pd.Series({m: r.to_dict() for m, r in results.items()}).to_json(),
-                       "hellaswag.json", key="hs_dl")
+                       "hellaswag.json", key="hs_dl", on_click="ignore")
 
-    st.subheader("Item explorer")
-    idx = st.number_input("item", 0, n - 1, 0, key="hs_item")
-    it = lc.dataset().item(int(idx))
-    st.text(it.query)
-    table = {"ending": list(it.choices), "gold": ["✓" if i == it.label else "" for i in range(4)]}
-    for m, r in results.items():
-        table[f"P({m})"] = hsm.choice_distribution(r.loglik()[int(idx)][None])[0].round(3)
-    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+    explorer(results, n)
 
     if len(results) >= 2:
         a, b = list(results)[:2]

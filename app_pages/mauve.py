@@ -1,65 +1,106 @@
-"""MAUVE: the mixture R_α, the divergence curve, the cluster count, the model size, example texts."""
+"""MAUVE: the mixture R_α, the divergence curve, the cluster count, the model size, example texts.
+
+Fragments keep a change to what it touches: the model and the number of contexts rerun the
+page below them; k reruns the results of one k (its k-means fit and bootstrap are cached per
+k); α never reruns anything: the chart computes R_α, both KLs and the curve's point itself
+(`_live.mauve_alpha`), and sends the resting α to the server only for the URL.
+"""
 import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 import lab_cache as lc
+from app_pages import _live, _state
+
+CONTEXTS = [40, 80, 120, 200, 500, 1000]
 
 st.title("MAUVE")
 st.markdown("P = the gold endings of HellaSwag contexts (human text); Q = the chosen model's continuations "
             "of the same contexts. Both are embedded (all-MiniLM-L6-v2), clustered, and compared as histograms.")
 names = lc.available()
-c1, c2, c3 = st.columns(3)
-with c1:
-    name = st.select_slider("model size (whose text is Q)", names, value=names[0] if names else None, key="mauve_model",
-                            format_func=lambda n: f"{n} ({lc.params(n):.0f}M)") if names else None
-    n = st.select_slider("contexts (more: slower first run, steadier numbers)", [40, 80, 120, 200, 500, 1000],
-                         value=80, key="mauve_n")
-with c2:
-    k = st.slider("clusters k", 2, lc.max_k(n), min(8, lc.max_k(n)), key="mauve_k",
-                  help="at most half the texts per side: past that most clusters hold one text and MAUVE falls to 0")
-with c3:
-    alpha = st.slider("α (mixture weight on P)", 0.01, 0.99, 0.5, 0.01, key="mauve_alpha")
+link = _state.Link(["model", "n", "k", "alpha"])
+link.value("mauve_model", "model", _state.one_of(names), names[0] if names else None)
+n0 = link.value("mauve_n", "n", _state.one_of(CONTEXTS), 80)
+link.value("mauve_k", "k", _state.integer(2, lc.max_k(n0)), min(8, lc.max_k(n0)))
+link.value("mauve_alpha", "alpha", _state.number(0.01, 0.99, 0.01), 0.5)
+link.notice()
 
-lab = lc.guard(lc.mauve_lab, name, n, progress="Generating continuations (cached after the first time)") if name else None
-res = lc.guard(lab.result, k, task=f"MAUVE with k = {k}") if lab is not None else None
-if res is not None:
-    pt = lab.point(alpha, k)
-    lo, hi = lab.bootstrap(k, n_boot=200)
+
+@st.fragment
+def texts() -> None:
+    """Model and contexts: the lab (generation, features, PCA) and MAUVE against k."""
+    c1, c2 = st.columns(2)
+    name = c1.select_slider("model size (whose text is Q)", names, key="mauve_model",
+                            format_func=lambda n: f"{n} ({lc.params(n):.0f}M)") if names else None
+    n = c2.select_slider("contexts (more: slower first run, steadier numbers)", CONTEXTS, key="mauve_n")
+    _state.write(model=name, n=n)
+    lab = lc.guard(lc.mauve_lab, name, n, progress="Generating continuations (cached after the first time)") if name else None
+    if lab is None:
+        return
+    ks = [x for x in (2, 4, 8, 12, 16, 24, 32, 50, 75, 100, 250, 500) if x <= lab.k_max()]
+    with st.spinner("Clustering the texts for each k (cached after the first time)…"):
+        sweep = lc.guard(lab.sweep, ks, task="MAUVE against k")
+    if sweep:
+        st.altair_chart(alt.Chart(pd.DataFrame(sweep)).mark_line(point=True).encode(
+            x="k:Q", y=alt.Y("mauve:Q", scale=alt.Scale(domain=[0, 1])), tooltip=["k", "mauve", "mauve_star"])
+            .properties(height=200, title="MAUVE against k"), width="stretch")
+    clusters(name, n, lab)
+
+
+@st.fragment
+def clusters(name: str, n: int, lab) -> None:
+    """One k: the scores, the histograms with the α chart, the texts of a cluster."""
+    top = lc.max_k(n)
+    if st.session_state.get("mauve_k", 0) > top:  # fewer contexts than the k asked for allow
+        st.session_state["mauve_k"] = top
+    k = st.slider("clusters k", 2, top, key="mauve_k",
+                  help="at most half the texts per side: past that most clusters hold one text and MAUVE falls to 0")
+    _state.write(k=k)
+    with st.spinner(f"Clustering with k = {k}…"):
+        res = lc.guard(lab.result, k, task=f"MAUVE with k = {k}")
+        ci = lc.guard(lc.mauve_ci, name, n, k, task="The bootstrap interval") if res is not None else None
+    if res is None or ci is None:
+        return
     m = st.columns(4)
     m[0].metric("MAUVE", f"{res.mauve:.3f}", help="area under the divergence curve")
-    m[1].metric("95% bootstrap CI", f"[{lo:.2f}, {hi:.2f}]")
-    m[2].metric("KL(P‖R_α)", f"{pt['kl_p_r']:.3f}")
-    m[3].metric("KL(Q‖R_α)", f"{pt['kl_q_r']:.3f}")
-    st.caption(f"Histogram KLs (add-0.5 smoothing): KL(P‖Q) = {res.kl_pq:.3f}, KL(Q‖P) = {res.kl_qp:.3f} nats. "
-               f"MAUVE* (smoothed) = {res.mauve_star:.3f}. mauve-text's default k here: {lab.k_auto()}.")
-    h = pd.DataFrame({"cluster": np.tile(np.arange(k), 3), "probability": np.r_[res.p_hist, res.q_hist, pt["mixture"]],
-                      "distribution": ["P human"] * k + ["Q model"] * k + [f"R_α, α={alpha:.2f}"] * k})
-    left, right = st.columns(2)
-    left.altair_chart(alt.Chart(h).mark_bar().encode(x="cluster:O", y="probability:Q", color="distribution:N",
-                                                     xOffset="distribution:N", tooltip=list(h.columns))
-                      .properties(height=280, title="cluster histograms and the mixture"), width="stretch")
-    curve = pd.DataFrame(res.divergence_curve, columns=["exp(-c·KL(Q‖R))", "exp(-c·KL(P‖R))"])
-    dot = pd.DataFrame({"exp(-c·KL(Q‖R))": [pt["x"]], "exp(-c·KL(P‖R))": [pt["y"]]})
-    enc = dict(x="exp(-c·KL(Q‖R)):Q", y="exp(-c·KL(P‖R)):Q")
-    right.altair_chart((alt.Chart(curve).mark_area(opacity=0.3).encode(**enc) + alt.Chart(curve).mark_line(point=True)
-                        .encode(**enc, tooltip=list(curve.columns)) + alt.Chart(dot).mark_circle(size=200, color="red")
-                        .encode(**enc)).properties(height=280, title="divergence curve (area = MAUVE; red: your α)"),
-                       width="stretch")
-    ks = [x for x in (2, 4, 8, 12, 16, 24, 32, 50, 75, 100, 250, 500) if x <= lab.k_max()]
-    sweep = pd.DataFrame(lab.sweep(ks))
-    st.altair_chart(alt.Chart(sweep).mark_line(point=True).encode(x="k:Q", y=alt.Y("mauve:Q", scale=alt.Scale(domain=[0, 1])),
-                    tooltip=["k", "mauve", "mauve_star"]).properties(height=220, title="MAUVE against k"), width="stretch")
-    st.download_button("result (JSON)", pd.Series(res.to_dict()).to_json(), "mauve.json", key="mauve_dl")
+    m[1].metric("95% bootstrap CI", f"[{ci[0]:.2f}, {ci[1]:.2f}]", help="200 resamples of the texts, clusters fixed")
+    m[2].metric("MAUVE*", f"{res.mauve_star:.3f}", help="on add-0.5 smoothed histograms")
+    m[3].metric("KL(P‖Q)", f"{res.kl_pq:.3f}", help="between the add-0.5 smoothed histograms, nats")
+    mixture(name, n, k, res, lab.scaling)
+    st.caption(f"Drag α under the chart: R_α, KL(P‖R_α), KL(Q‖R_α) and the red point follow it in the browser. "
+               f"Histogram KLs (add-0.5 smoothing): KL(P‖Q) = {res.kl_pq:.3f}, KL(Q‖P) = {res.kl_qp:.3f} nats. "
+               f"mauve-text's default k here: {lab.k_auto()}.")
+    st.download_button("result (JSON)", pd.Series(res.to_dict()).to_json(), "mauve.json", key="mauve_dl",
+                       on_click="ignore")
+    explorer(name, lab, res, k)
 
+
+@st.fragment
+def mixture(name: str, n: int, k: int, res, scaling: float) -> None:
+    """The α chart. It reruns only when α comes to rest, to put α into the URL, and then sends the
+    same chart again (`_state.chart_start`): the browser keeps the one it has."""
+    (alpha0,) = _state.chart_start("mauve_mix", [st.session_state["mauve_alpha"]], (name, n, k))
+    event = st.vega_lite_chart(lc.vega_spec("mauve_alpha", res.p_hist, res.q_hist, res.divergence_curve, alpha0, scaling),
+                               on_select="rerun", key="mauve_mix", width="content")
+    alpha = _state.selected(event, _live.MAUVE_SEL, "alpha", st.session_state["mauve_alpha"])
+    st.session_state["mauve_alpha"] = round(float(alpha), 2)
+    _state.write(alpha=st.session_state["mauve_alpha"])
+
+
+@st.fragment
+def explorer(name: str, lab, res, k: int) -> None:
     st.subheader("What falls in a cluster")
-    c = st.number_input("cluster", 0, k - 1, int(np.argmax(np.abs(np.array(res.p_hist) - np.array(res.q_hist)))), key="mauve_cluster")
+    c = st.number_input("cluster", 0, k - 1, int(np.argmax(np.abs(np.array(res.p_hist) - np.array(res.q_hist)))),
+                        key=f"mauve_cluster_{k}")
     pl, ql = lab.labels(k)
     hp, hq = st.columns(2)
     hp.markdown(f"**Human** ({int((pl == c).sum())} texts)")
     for i in np.flatnonzero(pl == c)[:5]:
         hp.text(lab.p_texts[i])
-    hq.markdown(f"**{name}** ({int((ql == c).sum())} texts)")
+    hq.markdown(f"**{lc.md_escape(name)}** ({int((ql == c).sum())} texts)")
     for i in np.flatnonzero(ql == c)[:5]:
         hq.text(lab.q_texts[i])
+
+
+texts()

@@ -6,9 +6,11 @@ import lab_cache as lc
 from evalcore.models import REGISTRY, availability
 
 st.title("How far is a language model's text from human text?")
+pair = lc.headline_pair()
 st.markdown(
-    "This lab measures it four ways on a small and a larger model that ship with the app "
-    "(SmolLM2-135M and Gemma 3 270M). Each page lets you move the knobs and watch the number respond."
+    "This lab measures it four ways on a small and a larger model"
+    + (f" ({pair[0]} and {pair[1]})" if len(pair) == 2 else "")
+    + ". Each page lets you move the knobs and watch the number respond."
 )
 c1, c2 = st.columns(2)
 with c1:
@@ -28,7 +30,6 @@ with c2:
     st.markdown("Pick the most likely of four endings. **Tells** commonsense completion accuracy. "
                 "**Misses**: it scores choices, not generated text.")
 st.subheader("Small vs large, measured here")
-pair = lc.headline_pair()
 wiki = lc.corpus_texts("wikipedia", 10)
 rows = []
 for m in pair:

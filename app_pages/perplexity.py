@@ -4,25 +4,37 @@ import pandas as pd
 import streamlit as st
 
 import lab_cache as lc
+from app_pages import _state
 from evalcore.data import MAX_TEXT_BYTES
 
 MAX_CHARS = 20_000  # about 5,000 tokens: under a minute on 2 CPU cores
+SOURCES = {"wikipedia": "Wikipedia passages", "hellaswag": "HellaSwag gold texts", "own": "my own text"}  # URL: label
 
 st.title("Perplexity")
 st.markdown("Perplexity = exp(mean negative log-likelihood per token). Bits per byte divides the same "
             "information by the text's bytes, so models with different tokenizers can be compared.")
+names = lc.available()
+link = _state.Link(["model", "text", "window", "stride", "texts"])
+link.value("ppl_model", "model", _state.one_of(names), names[0] if names else None)
+link.value("ppl_source", "text", lambda t: SOURCES[_state.one_of(list(SOURCES))(t)], SOURCES["wikipedia"])
+link.value("ppl_window", "window", _state.integer(16, 1024), 256)
+link.value("ppl_stride", "stride", _state.integer(8, 1024), 128)
+link.value("ppl_n", "texts", _state.integer(1, 50), 10)
+link.notice()
 c1, c2, c3 = st.columns(3)
 with c1:
     name = lc.model_picker("model", "ppl_model")
-    source = st.radio("text", ["Wikipedia passages", "HellaSwag gold texts", "my own text"], key="ppl_source")
+    source = st.radio("text", list(SOURCES.values()), key="ppl_source")
 with c2:
-    max_length = st.slider("window (tokens)", 16, 1024, 256, 16, key="ppl_window")
-    stride = st.slider("stride (tokens)", 8, 1024, 128, 8, key="ppl_stride")
+    max_length = st.slider("window (tokens)", 16, 1024, step=16, key="ppl_window")
+    stride = st.slider("stride (tokens)", 8, 1024, step=8, key="ppl_stride")
 with c3:
-    n = st.slider("texts", 1, 50, 10, key="ppl_n")
+    n = st.slider("texts", 1, 50, key="ppl_n")
     # the server refuses larger uploads too (.streamlit/config.toml's maxUploadSize, the same limit)
     upload = st.file_uploader(f"or upload a .txt (UTF-8, ≤ {MAX_TEXT_BYTES / 2**20:g} MB)", type=["txt"],
                               key="ppl_upload")
+_state.write(model=name if name in names else None, text=next(k for k, v in SOURCES.items() if v == source),
+             window=max_length, stride=stride, texts=n)
 
 texts = None
 if upload is not None:

@@ -4,14 +4,20 @@ import pandas as pd
 import streamlit as st
 
 import lab_cache as lc
+from app_pages import _state
 
 st.title("Small vs large")
 st.markdown("The lesson *assumes* illustrative numbers (KL 1.8 vs 0.7, MAUVE 0.42 vs 0.78). Here they are "
             "measured for every model available on this machine.")
 names = lc.available()
+link = _state.Link(["items", "contexts"])
+link.value("svl_hs", "items", _state.integer(20, 500), 40)
+link.value("svl_mv", "contexts", _state.one_of([40, 80, 120, 200]), 80)
+link.notice()
 c1, c2 = st.columns(2)
-n_hs = c1.slider("HellaSwag items", 20, 500, 40, 20, key="svl_hs")
-n_mv = c2.select_slider("MAUVE contexts", [40, 80, 120, 200], value=80, key="svl_mv")
+n_hs = c1.slider("HellaSwag items", 20, 500, step=20, key="svl_hs")
+n_mv = c2.select_slider("MAUVE contexts", [40, 80, 120, 200], key="svl_mv")
+_state.write(items=n_hs, contexts=n_mv)
 if st.button("Measure all sizes", key="svl_go", type="primary") or st.session_state.get("svl_done"):
     st.session_state["svl_done"] = True
     rows = []

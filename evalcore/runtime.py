@@ -8,6 +8,7 @@ never over a value the user (or the machine) already set.
                              reads it then), unless the user has set it; never seen by children
                              started outside that step
     import_faiss()           faiss with its bundled OpenBLAS on this CPU's kernel family
+    one_openmp_thread()      OpenMP on one thread around faiss's small k-means fits
 
 No other module writes os.environ.
 """
@@ -19,6 +20,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from types import ModuleType
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ def _openblas_coretype() -> str | None:
     return None
 
 
-def import_faiss():
+def import_faiss() -> ModuleType:
     """faiss, imported so that its bundled BLAS runs this CPU's vector kernels.
 
     faiss-cpu wheels bundle an OpenBLAS (0.3.15 in faiss-cpu 1.15) that does not recognise
@@ -126,3 +128,29 @@ def import_faiss():
     with env_default("OPENBLAS_CORETYPE", core):
         import faiss
     return faiss
+
+
+@contextlib.contextmanager
+def one_openmp_thread() -> Iterator[None]:
+    """OpenMP on one thread for the block (faiss's k-means), then back to what it was.
+
+    MAUVE's k-means fits (thousands of points) are too small to share out: OpenMP threads
+    that spin-wait for one another made a fit 100x slower on a busy 2-core machine, and a
+    Streamlit Cloud container may have a fraction of a core. faiss and PyTorch share one
+    OpenMP runtime, whose thread count belongs to the calling thread: it is restored here,
+    so the same thread's next forward pass keeps all its cores. OMP_NUM_THREADS, when the
+    user set it, is left alone.
+    """
+    faiss = import_faiss()
+    if os.environ.get("OMP_NUM_THREADS"):
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+        torch.set_num_threads(before)

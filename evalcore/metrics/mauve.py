@@ -42,6 +42,7 @@ class Reduced:
 
     @property
     def n_components(self) -> int:
+        """How many PCA components the features kept."""
         return int(self.data.shape[1])
 
 
@@ -108,24 +109,28 @@ class Quantizer:
         self.random_state = random_state
 
     def fit(self, x: npt.ArrayLike) -> Quantizer:
+        """The quantizer itself, fitted: k-means centroids of x and each point's cluster (`labels_`)."""
         data = np.ascontiguousarray(x, dtype=np.float32)
         n = data.shape[0]
         if not isinstance(self.k, (int, np.integer)) or not 2 <= self.k <= n:
             raise InputError(f"k={self.k}: k-means needs 2..{n} clusters for {n} points")
-        from evalcore.runtime import import_faiss
+        from evalcore.runtime import import_faiss, one_openmp_thread
 
         faiss = import_faiss()
-        km = faiss.Kmeans(data.shape[1], int(self.k), niter=self.max_iter, verbose=False,
-                          nredo=self.n_init, update_index=True, seed=self.random_state)
-        km.train(data)
+        with one_openmp_thread():
+            km = faiss.Kmeans(data.shape[1], int(self.k), niter=self.max_iter, verbose=False,
+                              nredo=self.n_init, update_index=True, seed=self.random_state)
+            km.train(data)
+            self.labels_ = km.index.search(data, 1)[1].reshape(-1)
         self.kmeans_ = km
         self.cluster_centers_ = km.centroids
-        self.labels_ = km.index.search(data, 1)[1].reshape(-1)
         return self
 
     def predict(self, x: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """The nearest centroid of each row of x."""
         data = np.ascontiguousarray(x, dtype=np.float32)
-        return self.kmeans_.index.search(data, 1)[1].reshape(-1)
+        labels: npt.NDArray[np.int64] = self.kmeans_.index.search(data, 1)[1].reshape(-1)
+        return labels
 
 
 def histograms(labels: npt.ArrayLike, n_q: int, k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -213,6 +218,7 @@ class MauveResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as a JSON-ready dict."""
         return asdict(self)
 
 

@@ -43,14 +43,44 @@ def test_overview_lists_models():
     assert "smollm2-135m" in models["model"].tolist()
 
 
-def test_kl_page_sliders_move_the_numbers():
-    at = _page("app_pages/kl.py")
-    before = _metric(at, "KL(P‖Q)")
-    at.slider(key="kl_P_a").set_value(0.9).run()
-    assert not at.exception
-    after = _metric(at, "KL(P‖Q)")
-    assert before != after
-    assert _metric(at, "KL(Q‖P)") != after  # asymmetric
+def _charts(at: AppTest) -> list[dict]:
+    """The Vega-Lite specs of the page's charts."""
+    return [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+
+
+def _bound(at: AppTest, selection: str) -> dict:
+    """The starting values of a chart's range inputs (a point selection bound to them)."""
+    def walk(part):
+        yield part
+        for name in ("hconcat", "vconcat", "layer"):
+            for sub in part.get(name, []):
+                yield from walk(sub)
+
+    for spec in _charts(at):
+        for part in walk(spec):
+            for p in part.get("params", []):
+                if p.get("name") == selection:
+                    return p["value"][0]
+    raise AssertionError(f"no chart binds {selection}")
+
+
+def _open(path: str, **query: str) -> AppTest:
+    """A page opened from a link with these query parameters."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    at.switch_page(path)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_kl_page_charts_start_from_the_link():
+    """The simplex and Bregman sliders are the charts' range inputs (their numbers are checked
+    against evalcore in the browser, tests/app/test_live.py); a link sets where they start."""
+    at = _open("app_pages/kl.py", pa="0.9", qb="0.1", eps="0.001", bp="0.7")
+    assert not at.warning
+    assert _bound(at, "pq") == {"pa": 0.9, "pb": 0.3, "qa": 0.3, "qb": 0.1, "log_eps": -3.0}
+    assert _bound(at, "breg") == {"p": 0.7, "q": 0.4}
     assert any("mean KL(P‖Q)" in m.value for m in at.markdown)  # token-level KL on real models
 
 
@@ -66,30 +96,33 @@ def test_hellaswag_page():
     assert any("disagree" in h.value for h in at.subheader)
 
 
-def test_mauve_page_alpha_and_k():
-    at = _page("app_pages/mauve.py")
-    kl = _metric(at, "KL(P‖R_α)")
-    at.slider(key="mauve_alpha").set_value(0.2).run()
-    assert not at.exception and _metric(at, "KL(P‖R_α)") != kl
+def test_mauve_page_k_contexts_and_link():
+    at = _open("app_pages/mauve.py", alpha="0.3", k="12")
+    assert not at.warning
+    assert at.slider(key="mauve_k").value == 12 and _bound(at, "mix") == {"alpha": 0.3}
     score = _metric(at, "MAUVE")
     at.slider(key="mauve_k").set_value(3).run()
     assert not at.exception and _metric(at, "MAUVE") != score  # new clusters, new histograms
-    assert 0 < float(_metric(at, "MAUVE")) <= 1
+    assert 0 < float(_metric(at, "MAUVE")) <= 1 and _bound(at, "mix") == {"alpha": 0.3}
+    at.slider(key="mauve_k").set_value(30).run()
     at.select_slider(key="mauve_n").set_value(40).run()  # 40 + 40 texts: k goes up to 20, the engine's limit
-    assert at.slider(key="mauve_k").max == 20
-    at.slider(key="mauve_k").set_value(20).run()
+    assert at.slider(key="mauve_k").max == 20 and at.slider(key="mauve_k").value == 20
     assert not at.exception and not at.error and 0 < float(_metric(at, "MAUVE")) <= 1
 
 
+def test_a_bad_link_opens_the_defaults_with_one_line():
+    at = _open("app_pages/mauve.py", alpha="2", k="twelve", model="**no-such-model**", colour="red")
+    assert len(at.warning) == 1
+    shown = _shown(at.warning[0].value)
+    assert all(s in shown for s in ("alpha='2'", "k='twelve'", "**no-such-model**", "colour")), shown
+    assert "**no" not in at.warning[0].value  # shown as text
+    assert at.slider(key="mauve_k").value == 8 and _bound(at, "mix") == {"alpha": 0.5}
+
+
 def test_kl_page_when_a_takes_all_the_probability():
-    """P(A) = 1 leaves no range for the P(B) slider: the page shows P(B) = 0 instead of failing."""
-    at = _page("app_pages/kl.py")
-    at.slider(key="kl_P_a").set_value(1.0).run()
-    at.slider(key="kl_Q_a").set_value(1.0).run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert _metric(at, "KL(P‖Q)") == "0.0000"
-    at.slider(key="kl_Q_a").set_value(0.5).run()  # Q(B) comes back, at its default 0.3
-    assert not at.exception and _metric(at, "KL(P‖Q)") == "0.6931"  # log 2: P puts all on A, Q half
+    """P(A) = Q(A) = 1 from a link: the chart starts there (its P(B) is capped at what A leaves)."""
+    at = _open("app_pages/kl.py", pa="1", qa="1.0")
+    assert _bound(at, "pq")["pa"] == 1.0 and _bound(at, "pq")["qa"] == 1.0
 
 
 def test_small_vs_large_page_starts_idle():

@@ -64,17 +64,17 @@ def test_every_page_in_chromium(server):
             assert title in page.locator("h1").first.inner_text()
             check_page(page, path)
             page.screenshot(path=str(OUT / f"{path or 'overview'}.png"), full_page=True)
-        # move the KL page's P(A) slider with the keyboard and watch KL(P||Q) change
+        # move the KL page's P(A) slider (a range input of its chart) with the keyboard and watch KL(P||Q) change
         page.goto(f"{server}/kl")
         _settle(page)
-        metric = page.locator('[data-testid="stMetricValue"]').first
-        before = metric.inner_text()
-        page.locator('[data-testid="stSlider"] input[type="range"]').first.focus()
+        kl = page.locator(".vega-embed svg text").filter(has_text="KL(P‖Q) = ").first
+        before = kl.text_content()
+        page.locator('.vega-bindings input[name="pq_pa"]').focus()
         for _ in range(10):
             page.keyboard.press("ArrowRight")
         time.sleep(1)
         _settle(page)
-        assert metric.inner_text() != before
+        assert kl.text_content() != before
         page.screenshot(path=str(OUT / "kl-after-slider.png"), full_page=True)
         # user text is shown as text, never run as HTML
         page.goto(f"{server}/perplexity")
