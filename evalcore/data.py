@@ -59,6 +59,7 @@ class HellaSwagItem:
         return self.query + " " + self.choices[self.label]
 
     def to_dict(self) -> dict[str, Any]:
+        """The item as a JSON-ready dict."""
         return {"index": self.index, "query": self.query, "choices": list(self.choices),
                 "label": self.label, "activity": self.activity}
 
@@ -77,7 +78,7 @@ def process_doc(doc: dict[str, Any], index: int) -> HellaSwagItem:
     choices = tuple(preprocess(e) for e in doc["endings"])
     if len(choices) != 4:
         raise InputError(f"HellaSwag row {index} has {len(choices)} endings, expected 4")
-    return HellaSwagItem(index, preprocess(doc["activity_label"] + ": " + ctx), choices,  # type: ignore[arg-type]
+    return HellaSwagItem(index, preprocess(doc["activity_label"] + ": " + ctx), choices,
                          int(doc["label"]), doc["activity_label"])
 
 
@@ -96,7 +97,8 @@ def _load_split(bundled: assets.BundledFile, hub_id: str, hub_config: str | None
         for name in files:
             with pa.memory_map(str(p / name)) as src:
                 tables.append(pa.ipc.open_stream(src).read_all())
-        return pa.concat_tables(tables).to_pylist()
+        rows: list[dict[str, Any]] = pa.concat_tables(tables).to_pylist()
+        return rows
     from evalcore.models import hub_offline
 
     if hub_offline():
@@ -119,12 +121,15 @@ class HellaSwag:
         return len(self._ds)
 
     def item(self, index: int) -> HellaSwagItem:
+        """The item at row `index`, preprocessed as lm-eval does."""
         return process_doc(self._ds[int(index)], int(index))
 
     def items(self, indices: list[int]) -> list[HellaSwagItem]:
+        """The items at these rows, in the order given."""
         return [process_doc(self._ds[int(i)], int(i)) for i in indices]
 
     def identity(self) -> dict[str, Any]:
+        """What results on this data are keyed on: the split, its size and the preprocessing version."""
         return {"dataset": "hellaswag/validation", "n_rows": len(self), "preprocess": PREPROCESS_VERSION}
 
 
@@ -189,6 +194,22 @@ def corpus(name: str, *, limit: int | None = None) -> list[str]:
     if name == "wikipedia":
         return boolq_passages(limit)
     raise InputError(f"unknown corpus {name!r}; use one of {', '.join(CORPORA)} or give a text file")
+
+
+def prompts(name: str, *, limit: int | None = None) -> list[str]:
+    """Prompts to sample continuations after: "hellaswag" (the contexts, as lm-eval builds
+    them) or "wikipedia" (each BoolQ passage's first sentence)."""
+    if name == "hellaswag":
+        ds = HellaSwag()
+        if limit is not None and limit < 1:
+            raise InputError(f"--limit {limit}: need at least 1 text")
+        return [it.query for it in ds.items(list(range(min(limit or len(ds), len(ds)))))]
+    return [_first_sentence(t) for t in corpus(name, limit=limit)]
+
+
+def _first_sentence(text: str) -> str:
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
 
 
 def check_text(text: str, *, what: str = "text") -> str:

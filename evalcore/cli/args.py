@@ -9,12 +9,14 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 
 class Parser(argparse.ArgumentParser):
     """argparse with its errors in one line (no usage block), exit status 2; subcommands inherit it."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
+        """Prints the error in one line and exits with status 2."""
         print(f"evalcore: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
         raise SystemExit(2)
 
@@ -58,19 +60,29 @@ MAX_TOP_K = 10_000  # top-k agreement past this says nothing more; the model's v
 
 
 
+def device_args(p: argparse.ArgumentParser) -> None:
+    """Adds --device and --dtype: where a model runs and at which precision."""
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on CUDA, float32 on CPU")
+
+
+
 def out_arg(p: argparse.ArgumentParser) -> None:
+    """Adds --out, where the command writes its JSON result."""
     p.add_argument("--out", type=Path, required=True,
                    help="where to write the JSON result; - for stdout (the summary line then goes to stderr)")
 
 
 
 def device_map_arg(p: argparse.ArgumentParser) -> None:
+    """Adds --device-map (auto: one model spread over all GPUs)."""
     p.add_argument("--device-map", choices=["auto"], default=None,
                    help="auto: spread a model too large for one GPU over all GPUs (accelerate); one rank per node")
 
 
 
 def backend_arg(p: argparse.ArgumentParser, *, vllm: bool = False) -> None:
+    """Adds --backend, which forward pass runs the model (vllm too where `vllm`)."""
     p.add_argument("--backend", choices=["auto", "native", "transformers"] + (["vllm"] if vllm else []), default="auto",
                    help="forward pass: auto (evalcore's own for Llama / Gemma 3 folders such as the bundled models, "
                         "transformers otherwise), native, transformers (same numbers, ~4 s slower start-up)"
@@ -79,6 +91,7 @@ def backend_arg(p: argparse.ArgumentParser, *, vllm: bool = False) -> None:
 
 
 def text_args(p: argparse.ArgumentParser) -> None:
+    """Adds the text source (--text-file or --corpus, one required) and --limit."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text-file", type=Path, help="a UTF-8 text file")
     src.add_argument("--corpus", choices=["hellaswag", "wikipedia"],
@@ -88,9 +101,9 @@ def text_args(p: argparse.ArgumentParser) -> None:
 
 
 def model_args(p: argparse.ArgumentParser, *, vllm: bool = False) -> None:
+    """Adds the arguments of a command that scores with one model: --model, device, dtype, batch size, backend, --store."""
     p.add_argument("--model", required=True, help="registry name (see `evalcore models`), local folder or hub id")
-    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
-    p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on CUDA, float32 on CPU")
+    device_args(p)
     p.add_argument("--batch-tokens", type=int_in(1), default=None, help="tokens per forward pass (default: automatic)")
     p.add_argument("--batch-size", type=int_in(1), default=None, dest="batch_items",
                    help="items per batch (alternative to --batch-tokens; one packed row of ~100 tokens per HellaSwag item)")

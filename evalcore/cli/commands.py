@@ -3,7 +3,7 @@
     models       the registry, with availability here
     hellaswag    run_hellaswag over selected items          } data-parallel under torchrun
     perplexity   run_perplexity over a corpus or a file     } (parallel.data_parallel)
-    kl           run_token_kl, pooled over texts
+    kl           run_token_kl pooled over texts; across tokenizers run_gap and run_mc_kl (per byte)
     mauve        run_mauve (or MauveLab on your features), then MAUVE at k
     store-merge  store.merge
 """
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from evalcore.cli.args import DTYPES, MAX_TOP_K, backend_arg, device_map_arg, float_in, int_in, model_args, out_arg, text_args
-from evalcore.cli.output import progress_bar, say, write_json
+from evalcore.cli.args import (DTYPES, MAX_TOP_K, backend_arg, device_args, device_map_arg, float_in, int_in, model_args,
+                               out_arg, text_args)
+from evalcore.cli.output import progress_bar, report
 from evalcore.errors import EvalcoreError
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class Command:
 # ----------------------------------------------------------------------------- models
 
 def add_models(p: argparse.ArgumentParser) -> None:
+    """Adds the `models` command's arguments (--json)."""
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -71,8 +73,8 @@ def load_lm(args: argparse.Namespace, d: Dist) -> LoadedModel:
     return load_model(args.model, device=d.device, dtype=args.dtype, device_map=args.device_map, backend=args.backend)
 
 
-def _scored_run(args: argparse.Namespace, what: str, items: list, run: Callable[..., Any], *, cached: str,
-                load: Callable[[Dist], tuple[Any, dict[str, Any]]] | None = None) -> tuple[Any, Any, dict] | None:
+def _scored_run(args: argparse.Namespace, what: str, items: list[Any], run: Callable[..., Any], *, cached: str,
+                load: Callable[[Dist], tuple[Any, dict[str, Any]]] | None = None) -> tuple[Any, Any, dict[str, Any]] | None:
     """Load --model, then `run(lm, items, store=, progress=, **kw)` spread over torchrun's ranks
     (`parallel.data_parallel`); (model, result, {"parallel": ...} under torchrun) on rank 0,
     None on the others."""
@@ -92,6 +94,7 @@ def _scored_run(args: argparse.Namespace, what: str, items: list, run: Callable[
 
 
 def add_hellaswag(p: argparse.ArgumentParser) -> None:
+    """Adds the `hellaswag` command's arguments: the model, which items (--limit, --indices or --sample), --out."""
     model_args(p, vllm=True)
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--limit", type=int, help="first N items")
@@ -119,11 +122,10 @@ def run_hellaswag(args: argparse.Namespace) -> int:
     lm, res, extra = got
     out = {**res.to_dict(), **extra}
     out["model"]["load_seconds"] = round(lm.load_seconds, 3)
-    write_json(args.out, out)
     r = out["results"]
-    say(args, f"{lm.spec.name}: acc {r['acc']:.4f} ± {r['acc_stderr']:.4f}, acc_norm {r['acc_norm']:.4f} ± "
-              f"{r['acc_norm_stderr']:.4f} on {res.n} items ({res.cached_items} cached) -> {args.out}")
-    return 0
+    return report(args, out, f"{lm.spec.name}: acc {r['acc']:.4f} ± {r['acc_stderr']:.4f}, acc_norm "
+                             f"{r['acc_norm']:.4f} ± {r['acc_norm_stderr']:.4f} on {res.n} items ({res.cached_items} "
+                             f"cached) -> {args.out}")
 
 
 def _vllm_loader(args: argparse.Namespace) -> Callable[[Dist], tuple[Any, dict[str, Any]]]:
@@ -141,6 +143,7 @@ def _vllm_loader(args: argparse.Namespace) -> Callable[[Dist], tuple[Any, dict[s
 
 
 def add_perplexity(p: argparse.ArgumentParser) -> None:
+    """Adds the `perplexity` command's arguments: the model, the texts, window length and stride, --out."""
     model_args(p)
     text_args(p)
     p.add_argument("--max-length", type=int_in(2), default=1024,
@@ -172,38 +175,86 @@ def run_perplexity(args: argparse.Namespace) -> int:
         return 0
     lm, res, extra = got
     out = {**res.to_dict(per_token=args.per_token), **extra}
-    write_json(args.out, out)
     m = res.metrics
-    say(args, f"{lm.spec.name}: perplexity {m.perplexity:.3f}, {m.bits_per_token:.3f} bits/token, {m.bits_per_byte:.4f} "
-              f"bits/byte over {m.tokens} tokens of {len(items)} texts -> {args.out}")
-    return 0
+    return report(args, out, f"{lm.spec.name}: perplexity {m.perplexity:.3f}, {m.bits_per_token:.3f} bits/token, "
+                             f"{m.bits_per_byte:.4f} bits/byte over {m.tokens} tokens of {len(items)} texts -> {args.out}")
 
 
 # ----------------------------------------------------------------------------- kl
 
 def add_kl(p: argparse.ArgumentParser) -> None:
+    """Adds the `kl` command's arguments: models P and Q, the texts, top-k, length, --out."""
     p.add_argument("--model-p", required=True, help="model P (registry name, folder or hub id)")
-    p.add_argument("--model-q", required=True, help="model Q; must share P's tokenizer")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=DTYPES)
+    p.add_argument("--model-q", required=True, help="model Q (any tokenizer; see --method)")
+    device_args(p)
     p.add_argument("--dtype-q", default=None, choices=DTYPES,
                    help="dtype for Q only (e.g. compare a model at float32 with itself at bfloat16)")
     text_args(p)
     p.add_argument("--top-k", type=int_in(1, MAX_TOP_K), default=10, help="k for top-k agreement (1..10,000)")
     p.add_argument("--max-length", type=int_in(2), default=1024, help="tokens of each text compared")
+    p.add_argument("--method", choices=["auto", "token", "gap", "mc"], default="auto", help=(
+        "token: next-token distributions, position by position (the two models must share a tokenizer); "
+        "gap: the cross-entropy gap per byte, bpb(Q) - bpb(P), on the texts (any tokenizers; not a divergence); "
+        "mc: Monte-Carlo KL per byte, both ways, on continuations each model samples after the corpus's prompts "
+        "(any tokenizers). auto: token when the tokenizers match, else gap, plus mc for a corpus"))
+    p.add_argument("--max-new-tokens", type=int_in(1, 512), default=48, help="mc: tokens sampled per prompt")
+    p.add_argument("--seed", type=int_in(0), default=0, help="mc: the sampling seed")
+    p.add_argument("--store", default=None, help="results store (default: the cache's results.sqlite)")
     out_arg(p)
 
 
 def run_kl(args: argparse.Namespace) -> int:
-    """Token-level KL both ways, JS and top-k agreement, pooled over positions, as JSON."""
-    import numpy as np
-
+    """KL between two models as JSON: token-level when they share a tokenizer, else per byte
+    (the cross-entropy gap and Monte-Carlo KL; --method)."""
     from evalcore.models import load_model
-    from evalcore.runs import run_token_kl
 
     items = texts(args)
     lm_p = load_model(args.model_p, device=args.device, dtype=args.dtype)
     lm_q = load_model(args.model_q, device=args.device, dtype=args.dtype_q or args.dtype)
+    same = lm_p.tokenizer.get_vocab() == lm_q.tokenizer.get_vocab()
+    method = args.method if args.method != "auto" else "token" if same else "gap"
+    if method == "token":
+        return _token_kl(args, lm_p, lm_q, items)
+    return _byte_kl(args, lm_p, lm_q, items, method)
+
+
+def _byte_kl(args: argparse.Namespace, lm_p: LoadedModel, lm_q: LoadedModel, items: list[str], method: str) -> int:
+    """The per-byte measures: the gap on the texts, and (mc, or auto on a corpus) Monte-Carlo KL."""
+    from evalcore.data import prompts
+    from evalcore.errors import InputError
+    from evalcore.runs.crosskl import run_gap, run_mc_kl
+    from evalcore.store import Store
+
+    store = Store(args.store)
+    out: dict[str, Any] = {"model_p": lm_p.identity(), "model_q": lm_q.identity(), "measures": []}
+    line = []
+    if method == "gap" or args.method == "auto":
+        bar, update = progress_bar("gap: texts scored, both models")
+        gap = run_gap(lm_p, lm_q, items, max_length=args.max_length, store=store, progress=update)
+        bar.close()
+        out["gap"] = gap.to_dict()
+        out["measures"].append("gap")
+        line.append(f"gap {gap.gap.value:+.4f} bits/byte [{gap.gap.ci95[0]:+.4f}, {gap.gap.ci95[1]:+.4f}]")
+    if method == "mc" or (args.method == "auto" and args.corpus is not None):
+        if args.corpus is None:
+            raise InputError("--method mc samples after a corpus's prompts: give --corpus hellaswag or wikipedia")
+        bar, update = progress_bar("mc: sample, then score both ways")
+        mc = run_mc_kl(lm_p, lm_q, prompts(args.corpus, limit=args.limit or 100), max_new_tokens=args.max_new_tokens,
+                       seed=args.seed, store=store, progress=update)
+        bar.close()
+        out["mc"] = mc.to_dict()
+        out["measures"].append("mc")
+        k = [mc.pq.kl.k1, mc.qp.kl.k1] if mc.qp else [mc.pq.kl.k1]
+        line.append("KL(P||Q) " + " / KL(Q||P) ".join(f"{e.value:.4f} ± {e.se:.4f}" for e in k) + " nats/byte")
+    return report(args, out, f"{lm_p.spec.name} vs {lm_q.spec.name}: {'; '.join(line)} -> {args.out}")
+
+
+def _token_kl(args: argparse.Namespace, lm_p: LoadedModel, lm_q: LoadedModel, items: list[str]) -> int:
+    """Token-level KL both ways, JS and top-k agreement, pooled over positions."""
+    import numpy as np
+
+    from evalcore.runs import run_token_kl
+
     per_text = [run_token_kl(lm_p, lm_q, t, k=args.top_k, max_length=args.max_length) for t in items]
     pos = np.array([len(r.kl_pq) for r in per_text], dtype=float)
     summ = [r.summary() for r in per_text]
@@ -211,15 +262,15 @@ def run_kl(args: argparse.Namespace) -> int:
               for key in ("kl_pq", "kl_qp", "js", "top1_agreement", f"top{args.top_k}_overlap")}
     out = {"model_p": per_text[0].model_p, "model_q": per_text[0].model_q, **pooled, "positions": int(pos.sum()),
            "n_texts": len(items), "units": "nats, mean over positions", "texts": summ}
-    write_json(args.out, out)
-    say(args, f"KL(P||Q) {pooled['kl_pq']:.4f}, KL(Q||P) {pooled['kl_qp']:.4f}, JS {pooled['js']:.4f} nats over "
-              f"{int(pos.sum())} positions; top-1 agreement {pooled['top1_agreement']:.3f} -> {args.out}")
-    return 0
+    return report(args, out, f"KL(P||Q) {pooled['kl_pq']:.4f}, KL(Q||P) {pooled['kl_qp']:.4f}, JS {pooled['js']:.4f} "
+                             f"nats over {int(pos.sum())} positions; top-1 agreement {pooled['top1_agreement']:.3f} "
+                             f"-> {args.out}")
 
 
 # ----------------------------------------------------------------------------- mauve
 
 def add_mauve(p: argparse.ArgumentParser) -> None:
+    """Adds the `mauve` command's arguments: features or a model, featurizer, k, decoding, --out."""
     p.add_argument("--p-features", type=Path, help="P (human) features, .npy [n, dim]")
     p.add_argument("--q-features", type=Path, help="Q (model) features, .npy [n, dim]")
     p.add_argument("--model", help="model whose continuations of HellaSwag contexts form Q")
@@ -236,8 +287,7 @@ def add_mauve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float_in(0, 1, lo_open=True), default=0.95, help="nucleus mass in (0, 1]; 1 = off")
     p.add_argument("--top-k", type=int_in(0), default=0, help="sample from the k most likely tokens; 0 = off")
     p.add_argument("--max-new-tokens", type=int_in(1, 4096), default=None, help="default: the gold ending's length")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=DTYPES)
+    device_args(p)
     device_map_arg(p)
     backend_arg(p)
     p.add_argument("--store", type=Path, default=None)
@@ -292,6 +342,7 @@ def _lab_from_model(args: argparse.Namespace) -> tuple[MauveLab, dict[str, Any]]
 
 def run_mauve(args: argparse.Namespace) -> int:
     """MAUVE at k, with its bootstrap interval and spread over k-means seeds, as JSON."""
+    got: tuple[MauveLab, dict[str, Any]] | None
     if args.p_features or args.q_features:
         got = _lab_from_features(args)
     elif args.model:
@@ -304,15 +355,15 @@ def run_mauve(args: argparse.Namespace) -> int:
     k = lab.k(args.k)
     res = lab.result(k)
     out = {**res.to_dict(), **meta, "mauve_ci95_bootstrap": list(lab.bootstrap(k)), "mauve_over_seeds": lab.seeds(k)}
-    write_json(args.out, out)
-    say(args, f"MAUVE {res.mauve:.4f} (MAUVE* {res.mauve_star:.4f}), k={res.num_buckets}, 95% CI "
-              f"[{out['mauve_ci95_bootstrap'][0]:.3f}, {out['mauve_ci95_bootstrap'][1]:.3f}] -> {args.out}")
-    return 0
+    ci = out["mauve_ci95_bootstrap"]
+    return report(args, out, f"MAUVE {res.mauve:.4f} (MAUVE* {res.mauve_star:.4f}), k={res.num_buckets}, 95% CI "
+                             f"[{ci[0]:.3f}, {ci[1]:.3f}] -> {args.out}")
 
 
 # ----------------------------------------------------------------------------- store-merge
 
 def add_store_merge(p: argparse.ArgumentParser) -> None:
+    """Adds the `store-merge` command's arguments: the source stores and --into."""
     p.add_argument("sources", nargs="+", type=Path, help="store files to read (.sqlite)")
     p.add_argument("--into", type=Path, required=True, help="store file to add them to (created if missing)")
 
@@ -335,7 +386,7 @@ COMMANDS = (
     Command("hellaswag", "HellaSwag accuracy (acc, acc_norm) with per-item results", add_hellaswag, run_hellaswag),
     Command("perplexity", "sliding-window perplexity, bits per token and bits per byte", add_perplexity,
             run_perplexity),
-    Command("kl", "token-level KL between two models that share a tokenizer", add_kl, run_kl),
+    Command("kl", "KL between two models: token-level, or per byte across tokenizers", add_kl, run_kl),
     Command("mauve", "MAUVE: features from .npy files, or human vs model HellaSwag text", add_mauve, run_mauve),
     Command("store-merge", "copy the records of store files (e.g. one per node) into one store", add_store_merge,
             run_store_merge),

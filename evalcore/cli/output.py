@@ -7,13 +7,16 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from evalcore.errors import EvalcoreError
 
 
-def progress_bar(desc: str, *, enabled: bool = True):
+def progress_bar(desc: str, *, enabled: bool = True) -> tuple[Any, Callable[[int, int], None]]:
+    """(bar, update): a tqdm bar on stderr (off when not enabled) and the callback that sets it
+    to `done` of `total` items; close the bar when finished."""
     from tqdm import tqdm
 
     bar = tqdm(total=0, desc=desc, unit="item", file=sys.stderr, disable=None if enabled else True)
@@ -42,6 +45,15 @@ def to_stdout(out: Path) -> bool:
 def say(args: argparse.Namespace, line: str) -> None:
     """The command's summary line: on stdout, or on stderr when the JSON goes to stdout."""
     print(line, file=sys.stderr if to_stdout(args.out) else sys.stdout)
+
+
+
+def report(args: argparse.Namespace, result: dict[str, Any], line: str) -> int:
+    """Writes the JSON result to --out, then the summary line (`say`); returns 0, the command's
+    exit status."""
+    write_json(args.out, result)
+    say(args, line)
+    return 0
 
 
 

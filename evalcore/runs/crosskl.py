@@ -13,13 +13,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from evalcore.data import check_text
 from evalcore.errors import require_finite
-from evalcore.metrics.crosskl import PerByte, gap_per_byte
+from evalcore.metrics.crosskl import MonteCarloKL, PerByte, gap_per_byte, mc_kl_per_byte
 from evalcore.models import LoadedModel
 from evalcore.runs._memo import Progress, memo_map
 from evalcore.store import Store, record_key
@@ -42,7 +42,7 @@ def text_logprobs(lm: LoadedModel, texts: Sequence[str], *, max_length: int = 10
     keys = [record_key(op="seqlogprob", model=lm.identity(), text=hashlib.sha256(t.encode()).hexdigest(),
                        max_length=window, stride=min(stride, window), v=SEQ_VERSION) for t in texts]
 
-    def compute(todo: list[int]):
+    def compute(todo: list[int]) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
         for start in range(0, len(todo), 16):  # stored in chunks: a killed run resumes from them
             chunk = todo[start : start + 16]
             scores = sequence_logprobs(lm, [texts[i] for i in chunk], max_length=window, stride=stride)
@@ -128,7 +128,7 @@ def continuations(lm: LoadedModel, prompts: Sequence[str], *, max_new_tokens: in
             for h in hashes]
     stops = _newline_tokens(tok)
 
-    def compute(todo: list[int]):
+    def compute(todo: list[int]) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
         for start in range(0, len(todo), 16):
             chunk = todo[start : start + 16]
             ids = [encode_scored(tok, prompts[i]) for i in chunk]
@@ -156,7 +156,7 @@ def _newline_tokens(tok: Any) -> frozenset[int]:
 class MonteCarloDirection:
     """KL(A‖B) per byte from samples of A."""
 
-    kl: Any  # metrics.crosskl.MonteCarloKL
+    kl: MonteCarloKL
     samples: int  # continuations sampled
     empty: int  # ... that ended at once (no byte to score)
     non_canonical: int  # ... whose tokens were not A's tokenization of their text (left out)
@@ -193,8 +193,6 @@ def mc_direction(lm_a: LoadedModel, lm_b: LoadedModel, prompts: Sequence[str], *
     """KL(A‖B) per byte from one continuation of A per prompt (module docstring)."""
     import numpy as np
 
-    from evalcore.metrics.crosskl import mc_kl_per_byte
-
     store = store or Store()
     n = len(prompts)
 
@@ -228,9 +226,15 @@ def run_mc_kl(lm_p: LoadedModel, lm_q: LoadedModel, prompts: Sequence[str], *, m
     sampled from each model; samples and scores go in the store."""
     t0 = time.perf_counter()
     prompts = [check_text(p, what=f"prompt {i}") for i, p in enumerate(prompts)]
-    kw = {"max_new_tokens": max_new_tokens, "seed": seed, "store": store or Store()}
-    pq = mc_direction(lm_p, lm_q, prompts, progress=progress, **kw)
-    qp = mc_direction(lm_q, lm_p, prompts, progress=progress, **kw) if both else None
+    store = store or Store()
+    legs = 2 if both else 1
+
+    def leg(k: int) -> Progress | None:  # one bar over both directions
+        return None if progress is None else (lambda done, total: progress(k * total + done, legs * total))
+
+    pq = mc_direction(lm_p, lm_q, prompts, max_new_tokens=max_new_tokens, seed=seed, store=store, progress=leg(0))
+    qp = (mc_direction(lm_q, lm_p, prompts, max_new_tokens=max_new_tokens, seed=seed, store=store, progress=leg(1))
+          if both else None)
     return MonteCarloResult(lm_p.identity(), lm_q.identity(), pq, qp,
                             {"max_new_tokens": max_new_tokens, "seed": seed, "prompts": len(prompts),
                              "sampling": "ancestral, temperature 1, no top-p or top-k",

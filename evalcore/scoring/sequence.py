@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from evalcore.errors import InputError
 from evalcore.models import LoadedModel
@@ -28,7 +29,7 @@ class SequenceScore:
     windowed: bool  # True when the text was longer than one window (sliding windows scored it)
 
 
-def prefix_token(tokenizer) -> int:
+def prefix_token(tokenizer: Any) -> int:
     """The token that stands for an empty context: BOS, else end-of-text (lm-eval's rule)."""
     tid = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if tid is None:
@@ -36,7 +37,7 @@ def prefix_token(tokenizer) -> int:
     return int(tid)
 
 
-def encode_scored(tokenizer, text: str) -> list[int]:
+def encode_scored(tokenizer: Any, text: str) -> list[int]:
     """[prefix token] + the canonical tokenization of `text` (no other special tokens)."""
     return [prefix_token(tokenizer), *tokenizer(text, add_special_tokens=False).input_ids]
 
