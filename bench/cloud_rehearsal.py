@@ -45,8 +45,10 @@ CGROUP = Path("/sys/fs/cgroup/memory/evalcore-rehearsal")
 LOCAL_WHEELS = "/opt/wheels"  # where this machine keeps PyTorch's CPU wheel
 PAIR = ("smollm2-135m", "gemma3-270m")  # the pair the bundle stands in with
 CLOUD_PAIR = ("smollm2-135m", "smollm2-360m")  # Cloud without an HF token
-# page path -> the query parameter that picks its model (None: the page shows both of the pair)
-PAGES = {"": None, "kl": None, "perplexity": "model", "mauve": "model", "hellaswag": None, "small_vs_large": None}
+# page path -> its link with {m} for a model of the pair (visited once per model), or "" (the page
+# shows both models of the pair itself)
+PAGES = {"": "", "kl": "?a={m}&b={m}", "perplexity": "?model={m}", "mauve": "?model={m}", "hellaswag": "",
+         "small_vs_large": ""}
 CHART = '[data-testid="stVegaLiteChart"], [data-testid="stDataFrame"], [data-testid="stArrowVegaLiteChart"]'
 BUSY = ('[data-testid="stStatusWidget"], [data-testid="stSkeleton"], [data-testid="stSpinner"], '
         '[data-testid="stProgress"]')
@@ -186,9 +188,9 @@ def visit(url: str, label: str, rows: list[dict], failures: list[str], limit_s: 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        for path, param in PAGES.items():
-            for m in (PAIR if param else (None,)):
-                q = f"?{param}={m}" if m else ""
+        for path, link in PAGES.items():
+            for m in (PAIR if "{m}" in link else (None,)):
+                q = link.format(m=m)
                 t0 = time.perf_counter()
                 page.goto(f"{url}/{path}{q}")
                 first = None
