@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,7 +32,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 try:  # the app-server helpers the tests share: the package tests.support, found from the repository root
-    from tests.support.appserver import ARGS, BUSY, CHROMIUM, ROOT, free_port
+    from tests.support.appserver import ARGS, BUSY, CHROMIUM, ROOT, streamlit_server
 except ModuleNotFoundError as e:
     if e.name not in ("tests", "tests.support"):
         raise
@@ -55,29 +54,6 @@ WATCH = """(selector) => {
 }"""
 METRICS = '[data-testid="stMetricValue"]'
 CHART_TEXT = ".vega-embed svg text"
-
-
-@contextmanager
-def server(cwd: Path):
-    """`streamlit run app.py` in `cwd` on a free loopback port, with this interpreter's environment."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"streamlit in {cwd} exited at start-up") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @contextmanager
@@ -121,7 +97,7 @@ def measure(page, control, key: str, watch: str) -> float | None:
 def run_version(name: str, cwd: Path, repeats: int, browser, loads: list[bool], moves: set[str]) -> dict:
     after = name == "after"
     out: dict = {}
-    with server(cwd) as url:
+    with streamlit_server(cwd=cwd) as (url, _):
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
         page.goto(f"{url}/mauve")
         page.wait_for_selector(METRICS, timeout=900_000)

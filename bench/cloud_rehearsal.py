@@ -34,14 +34,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from evalcore.models import REGISTRY
+from tests.support.appserver import ARGS, CHROMIUM
+from tests.support.cgroup import MemoryGroup
 
 with contextlib.redirect_stderr(io.StringIO()):  # Streamlit's "no runtime" warnings, outside a server
     from lab_cache import BF16_ABOVE_M
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-CGROUP = Path("/sys/fs/cgroup/memory/evalcore-rehearsal")
 LOCAL_WHEELS = "/opt/wheels"  # where this machine keeps PyTorch's CPU wheel
 PAIR = ("smollm2-135m", "gemma3-270m")  # the pair the bundle stands in with
 CLOUD_PAIR = ("smollm2-135m", "smollm2-360m")  # Cloud without an HF token
@@ -97,22 +95,14 @@ class Server:
     """`streamlit run app.py` on one core in a memory cgroup; samples its RSS."""
 
     def __init__(self, py: str, env: dict[str, str], cap_gb: float, cpu: str) -> None:
-        CGROUP.mkdir(exist_ok=True)
-        (CGROUP / "memory.limit_in_bytes").write_text(str(int(cap_gb * 2**30)))
-        swap = CGROUP / "memory.memsw.limit_in_bytes"  # no swapping past the cap where swap accounting exists
-        if swap.exists():
-            try:
-                swap.write_text(str(int(cap_gb * 2**30)))
-            except OSError:
-                pass
+        self.group = MemoryGroup("evalcore-rehearsal", cap_gb * 2**30)
         self.port = 8500 + os.getpid() % 400
         self.url = f"http://127.0.0.1:{self.port}"
-        procs = str(CGROUP / "cgroup.procs")
         cmd = ["taskset", "-c", cpu, py, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
                "--server.address", "127.0.0.1", "--server.headless", "true"]
         self.log = Path(env["EVALCORE_STORE"]).with_name("server.log")
         with self.log.open("w") as log:
-            self.proc = subprocess.Popen(["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh", *cmd], cwd=ROOT,
+            self.proc = subprocess.Popen(self.group.wrap(cmd), cwd=ROOT,
                                          env=env, stdout=subprocess.DEVNULL, stderr=log)
         self.peak_rss = 0
         self._stop = threading.Event()
@@ -145,13 +135,7 @@ class Server:
         return self.proc.poll() is None
 
     def oom_kills(self) -> int:
-        try:
-            for line in (CGROUP / "memory.oom_control").read_text().splitlines():
-                if line.startswith("oom_kill "):
-                    return int(line.split()[1])
-        except OSError:
-            pass
-        return 0
+        return self.group.oom_kills()
 
     def close(self) -> None:
         self._stop.set()
@@ -160,12 +144,7 @@ class Server:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        for _ in range(20):
-            try:
-                CGROUP.rmdir()
-                break
-            except OSError:
-                time.sleep(0.5)
+        self.group.remove()
 
 
 def settled(page, limit_s: float) -> bool:

@@ -15,14 +15,8 @@ the metrics, argument and output handling, the app's helpers; `make test` runs e
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
-
-# tests/app still imports its helper by the bare name (`from appserver import ...`); once it imports
-# tests.support.appserver, this line goes
-sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

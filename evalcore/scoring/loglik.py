@@ -51,6 +51,7 @@ import numpy.typing as npt
 
 from evalcore.models import LoadedModel
 from evalcore.scoring.batch import pad_batch
+from evalcore.scoring.sequence import prefix_token
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -84,7 +85,7 @@ def encode_pair(tokenizer: Any, context: str, continuations: Sequence[str]) -> G
         # lm-eval moves trailing spaces of the context onto the continuation
         n_sp = len(context) - len(context.rstrip())
         c_str, k_str = (context[:-n_sp], context[-n_sp:] + cont) if n_sp else (context, cont)
-        ctx_ids = tokenizer(c_str).input_ids if c_str else [_prefix_token(tokenizer)]
+        ctx_ids = tokenizer(c_str).input_ids if c_str else [prefix_token(tokenizer)]
         whole = tokenizer(c_str + k_str).input_ids
         cont_ids = whole[len(ctx_ids):] if c_str else tokenizer(k_str).input_ids
         merged += whole[: len(ctx_ids)] != ctx_ids
@@ -92,14 +93,6 @@ def encode_pair(tokenizer: Any, context: str, continuations: Sequence[str]) -> G
             raise ValueError(f"continuation {cont!r} encodes to no tokens after the context")
         conts.append(tuple(cont_ids))
     return Group(tuple(ctx_ids), tuple(conts), merged)
-
-
-def _prefix_token(tokenizer: Any) -> int:
-    """Token that stands for an empty context (lm-eval: BOS, else EOS)."""
-    tid = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if tid is None:
-        raise ValueError("empty context and the tokenizer has neither BOS nor EOS")
-    return int(tid)
 
 
 def auto_batch_tokens(lm: LoadedModel, *, packed: bool = False) -> int:

@@ -9,8 +9,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from appserver import ARGS, CHROMIUM, ROOT, streamlit_server
-from appserver import settle as _settle
+from tests.support.appserver import ARGS, CHROMIUM, ROOT, streamlit_server
+from tests.support.appserver import settle as _settle
 
 OUT = ROOT / "test-output"
 # a deep link first: on a fresh server it must still run app.py's frame and navigation

@@ -16,6 +16,7 @@ import pytest
 
 import lab_cache as lc
 from evalcore.models import REGISTRY, ModelSpec, availability, total_memory_bytes
+from tests.support.cgroup import MemoryGroup
 
 ROOT = Path(__file__).resolve().parents[2]
 GATED = ModelSpec("gated-test", "gemma3", 268, "gemma3", "google/gemma-3-270m", gated=True)
@@ -148,22 +149,13 @@ print(total_memory_bytes(), free_memory_bytes("cpu"))
 
 
 def test_a_containers_memory_limit_is_read_from_its_cgroup(tmp_path):
-    group = Path("/sys/fs/cgroup/memory") / f"evalcore-test-{os.getpid()}"
     try:
-        group.mkdir()
+        group = MemoryGroup(f"evalcore-test-{os.getpid()}", 1536 * 2**20)
     except OSError:
         pytest.skip("needs root and cgroup v1's memory controller (the test machines have both)")
-    try:
-        (group / "memory.limit_in_bytes").write_text(str(1536 * 2**20))
-        out = subprocess.run(["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh", sys.executable, "-c",
-                              CGROUP_CHILD], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    finally:
-        for _ in range(20):
-            try:
-                group.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with group:
+        out = subprocess.run(group.wrap([sys.executable, "-c", CGROUP_CHILD]), cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
     total, free = map(int, out)
     assert total == 1536 * 2**20  # the cap, not the machine's RAM
     assert 0 < free < total

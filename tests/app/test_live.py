@@ -19,8 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
-from appserver import ARGS, CHROMIUM, ROOT, streamlit_server
-from appserver import settle as _settle
+from tests.support.appserver import ARGS, CHROMIUM, ROOT, streamlit_server
+from tests.support.appserver import settle as _settle
 
 from evalcore.metrics import kl as K
 

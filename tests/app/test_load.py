@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from appserver import ARGS, CHROMIUM, rss_mb, settle, streamlit_server
+from tests.support.appserver import ARGS, CHROMIUM, rss_mb, settle, streamlit_server
 
 SLIDER_SESSIONS = 4
 MOVES = 3

@@ -1,6 +1,6 @@
 """A real `streamlit run app.py` on a free loopback port, and Debian's Chromium to drive it.
 
-Shared by the browser test and the load test (not a test module itself).
+Shared by the browser, live and load tests and by bench/ (not a test module itself).
 """
 from __future__ import annotations
 
@@ -29,12 +29,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(**env: str):
-    """Yield (url, process) of `streamlit run app.py` bound to 127.0.0.1 only."""
+def streamlit_server(cwd: Path = ROOT, **env: str):
+    """Yield (url, process) of `streamlit run app.py` in `cwd` (this checkout by default), bound to
+    127.0.0.1 only, with this process's environment plus `env`."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true"],
-                            cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -43,7 +44,7 @@ def streamlit_server(**env: str):
                 break
             except OSError:
                 if proc.poll() is not None:
-                    raise RuntimeError("streamlit exited at start-up") from None
+                    raise RuntimeError(f"streamlit in {cwd} exited at start-up") from None
                 time.sleep(0.5)
         yield url, proc
     finally:
