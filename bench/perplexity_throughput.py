@@ -24,9 +24,11 @@ def peer_perplexity(lm, texts, max_length, stride):
     from torchmetrics.text import Perplexity
 
     metric = Perplexity(ignore_index=-100)
+    from evalcore.scoring.sequence import encode_scored
+
     n_tok = 0
-    for text in texts:
-        ids = torch.tensor([lm.tokenizer(text).input_ids])
+    for text in texts:  # the same token ids as evalcore scores: the prefix token (BOS, else end-of-text), then the text's
+        ids = torch.tensor([encode_scored(lm.tokenizer, text)])
         L = ids.shape[1]
         prev_end = 0
         for begin in range(0, L, stride):

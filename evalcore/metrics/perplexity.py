@@ -39,7 +39,7 @@ def perplexity(nlls: npt.ArrayLike | list[npt.ArrayLike], n_bytes: int) -> Perpl
     arrs = [np.asarray(a, dtype=np.float64).ravel() for a in (nlls if isinstance(nlls, list) else [nlls])]
     x = np.concatenate(arrs) if arrs else np.empty(0)
     if x.size == 0:
-        raise InputError("no tokens were scored: give a text of at least two tokens")
+        raise InputError("no tokens were scored: give a longer text")
     if not np.all(np.isfinite(x)) or np.any(x < 0):
         raise InputError("NLLs must be finite and >= 0")
     if n_bytes < 1:

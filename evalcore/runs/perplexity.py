@@ -13,19 +13,24 @@ from evalcore.errors import require_finite
 from evalcore.metrics.perplexity import Perplexity
 from evalcore.models import LoadedModel
 from evalcore.runs._memo import Batches, Progress, memo_map
+from evalcore.scoring.sequence import encode_scored, prefix_token
 from evalcore.store import Store, record_key
 
 log = logging.getLogger(__name__)
+
+# 2: each text starts from the model's prefix token (BOS, else end-of-text, as lm-eval's rolling
+# log-likelihood does), so every text token is scored; 1 left a BOS-less model's first token unscored
+PERPLEXITY_VERSION = 2
 
 
 # ----------------------------------------------------------------------------- perplexity
 
 @dataclass(frozen=True)
 class TextNLL:
-    """One text's scored tokens: ids[1:] (or all, after a BOS) with their NLLs."""
+    """One text's tokens: the model's prefix token, then the text's, each of those with its NLL."""
 
-    ids: list[int]  # the whole encoding, special tokens included
-    nll: list[float]  # NLL (nats) of ids[1], ids[2], ...: token 0 is context only
+    ids: list[int]  # [prefix token (BOS, else end-of-text)] + the text's canonical tokens
+    nll: list[float]  # NLL (nats) of ids[1], ids[2], ...: every token of the text
     n_bytes: int  # UTF-8 bytes of the text
 
 
@@ -36,7 +41,7 @@ class PerplexityResult:
     model: dict[str, Any]
     metrics: Perplexity
     texts: list[TextNLL]
-    settings: dict[str, Any]  # max_length, stride, which tokens were scored
+    settings: dict[str, Any]  # max_length, stride, what was scored
     seconds: float
     cached_texts: int
 
@@ -75,13 +80,13 @@ def run_perplexity(lm: LoadedModel, texts: Sequence[str], *, max_length: int = 1
     stride = min(stride, max_length)
     settings: dict[str, Any] = {"max_length": max_length, "stride": stride}
     keys = [record_key(op="perplexity", model=lm.identity(), text=hashlib.sha256(t.encode()).hexdigest(),
-                       **settings) for t in texts]
+                       v=PERPLEXITY_VERSION, **settings) for t in texts]
 
     def compute(todo: list[int]) -> Batches:
-        ids = [lm.tokenizer(texts[i]).input_ids for i in todo]
+        ids = [encode_scored(lm.tokenizer, texts[i]) for i in todo]
         short = [todo[j] for j, x in enumerate(ids) if len(x) < 2]
         if short:
-            raise InputError(f"text {short[0]} is shorter than two tokens; give a longer text")
+            raise InputError(f"text {short[0]} encodes to no tokens; give a longer text")
         for chunk in _store_chunks([len(x) for x in ids], budget=batch_tokens or auto_batch_tokens(lm),
                                    max_length=max_length):
             nlls = scoring.token_nlls(lm, [ids[j] for j in chunk], max_length=max_length, stride=stride,
@@ -95,10 +100,8 @@ def run_perplexity(lm: LoadedModel, texts: Sequence[str], *, max_length: int = 1
     values, cached = memo_map(store, "perplexity", keys, compute, progress=progress)
     ordered = [TextNLL(**v) for v in values]
     metrics = perplexity([np.array(t.nll) for t in ordered], sum(t.n_bytes for t in ordered))
-    bos = lm.tokenizer.bos_token_id
-    starts_bos = all(t.ids[0] == bos for t in ordered) if bos is not None else False
-    settings["scored"] = ("every text token (the tokenizer adds BOS, which is context)" if starts_bos
-                          else "every token but the first of each text (no BOS: the first token is context)")
+    settings["scored"] = ("every token of each text, after the model's prefix token (BOS, else end-of-text: "
+                          f"id {prefix_token(lm.tokenizer)})")
     return PerplexityResult(lm.describe(), metrics, ordered, settings,
                             time.perf_counter() - t0, cached)
 

@@ -6,9 +6,9 @@ window allows.
 
     ids:       t0 t1 t2 t3 t4 t5 t6 t7 t8 t9            (M = 6, S = 3)
     window 1: [t0 t1 t2 t3 t4 t5]         scores t1..t5   (t0 has no context: it is never scored;
-    window 2:          [t3 t4 t5 t6 t7 t8] scores t6..t8   with Gemma's <bos> as t0 every text
-    window 3:             [t4 t5 t6 t7 t8 t9] scores t9    token is scored, with SmolLM2 the first
-                                                            text token is context only)
+    window 2:          [t3 t4 t5 t6 t7 t8] scores t6..t8   callers put the model's prefix token,
+    window 3:             [t4 t5 t6 t7 t8 t9] scores t9    BOS or end-of-text, there, so every
+                                                            token of the text is scored)
 
 Each window ends S tokens after the previous one and reaches back M tokens; it scores the
 tokens after the previous window's end. A window needs at least one token of context, so

@@ -98,6 +98,21 @@ def test_a_model_against_itself_gives_exactly_zero_and_the_pair_a_real_gap(smol,
     assert again.gap == g.gap and store.count("seqlogprob") == 2 * len(texts)
 
 
+def test_the_gap_equals_the_difference_of_evalcore_perplexitys_bits_per_byte(smol, gemma, store):
+    """Measure 1 is the bits-per-byte difference `evalcore perplexity` reports: both start each
+    text from the model's prefix token (SmolLM2's end-of-text, Gemma's BOS) and score every
+    text token, with the same sliding windows."""
+    from evalcore.runs import run_perplexity
+
+    texts = list(corpus("wikipedia", limit=3))
+    g = run_gap(smol, gemma, texts, max_length=128, stride=64, store=store)
+    bpb = {lm.spec.name: run_perplexity(lm, texts, max_length=128, stride=64, store=store).metrics.bits_per_byte
+           for lm in (smol, gemma)}
+    assert g.windowed["p"] >= 1 and g.windowed["q"] >= 1  # texts longer than 128 tokens: windows exercised too
+    assert g.bpb_p == pytest.approx(bpb[smol.spec.name], rel=1e-6) and g.bpb_q == pytest.approx(bpb[gemma.spec.name], rel=1e-6)
+    assert g.gap.value == pytest.approx(bpb[gemma.spec.name] - bpb[smol.spec.name], rel=1e-6, abs=1e-9)
+
+
 def test_long_texts_use_sliding_windows_and_say_so(smol, store):
     text = " ".join(corpus("wikipedia", limit=6))
     short = text_logprobs(smol, [text], max_length=64, stride=32, store=store)[0]

@@ -88,17 +88,19 @@ def test_windows_score_each_token_once():
 
 
 def test_perplexity_equals_plain_loop(smol, store):
-    ids = smol.tokenizer(TEXT).input_ids
-    x = torch.tensor([ids])
+    """SmolLM2's tokenizer adds no BOS: the text starts from the BOS it declares (<|im_start|>),
+    lm-eval's prefix token for rolling log-likelihoods, so the first text token is scored too."""
+    text_ids = smol.tokenizer(TEXT, add_special_tokens=False).input_ids
+    x = torch.tensor([[smol.tokenizer.bos_token_id, *text_ids]])
     with torch.inference_mode():
         logp = torch.log_softmax(smol.model(x).logits[0, :-1].float(), -1)
     plain = -logp.gather(1, x[0, 1:, None])[:, 0].double().numpy()
     res = run_perplexity(smol, [TEXT], store=store)
     np.testing.assert_allclose(res.texts[0].nll, plain, atol=1e-4)
     assert res.metrics.perplexity == pytest.approx(np.exp(plain.mean()), rel=1e-4)
-    assert res.metrics.tokens == len(ids) - 1  # SmolLM2 adds no BOS: the first token is context
+    assert res.metrics.tokens == len(text_ids)  # every text token
     assert res.metrics.bits_per_byte == pytest.approx(plain.sum() / np.log(2) / len(TEXT.encode()), rel=1e-4)
-    assert "first" in res.settings["scored"]
+    assert res.texts[0].ids[0] == smol.tokenizer.bos_token_id and "every token" in res.settings["scored"]
     again = run_perplexity(smol, [TEXT], store=store)
     assert again.cached_texts == 1 and again.metrics == res.metrics
 
@@ -106,17 +108,17 @@ def test_perplexity_equals_plain_loop(smol, store):
 def test_gemma_scores_every_text_token(gemma, store):
     res = run_perplexity(gemma, [TEXT], store=store)
     assert res.metrics.tokens == len(gemma.tokenizer(TEXT).input_ids) - 1  # all but <bos>
-    assert "BOS" in res.settings["scored"]
+    assert res.texts[0].ids[0] == gemma.tokenizer.bos_token_id
     assert 1 < res.metrics.perplexity < 200
 
 
 def test_small_stride_gives_lower_perplexity(smol, store):
     text = " ".join(data.boolq_passages(3))
-    n = len(smol.tokenizer(text).input_ids)
+    n = len(smol.tokenizer(text, add_special_tokens=False).input_ids)
     assert n > 3 * 64
     full = run_perplexity(smol, [text], max_length=64, stride=64, store=store).metrics
     small = run_perplexity(smol, [text], max_length=64, stride=16, store=store).metrics
-    assert full.tokens == small.tokens == n - 1
+    assert full.tokens == small.tokens == n  # every text token, after the prefix token
     assert small.perplexity < full.perplexity
 
 
@@ -131,8 +133,7 @@ def test_perplexity_metric_math():
 def test_bad_texts(smol, store, tmp_path):
     with pytest.raises(InputError, match="empty or whitespace"):
         run_perplexity(smol, ["   \n"], store=store)
-    with pytest.raises(InputError, match="shorter than two tokens"):
-        run_perplexity(smol, ["Hi"], store=store)
+    assert run_perplexity(smol, ["Hi"], store=store).metrics.tokens == 1  # one token, scored after the prefix token
     f = tmp_path / "latin1.txt"
     f.write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(InputError, match="not UTF-8"):
