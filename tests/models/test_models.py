@@ -276,13 +276,12 @@ def test_truncated_safetensors_folder_is_one_clear_error(tmp_path, smol, backend
 _FAULTS = """
 import json, resource, sys
 from evalcore import data, models, runtime, scoring
-lm = models.load_model("smollm2-135m", device="cpu", dtype="bfloat16")
+lm = models.load_model("smollm2-135m", device="cpu", dtype="float32")
 if sys.argv[1:] == ["--load-only"]:
     raise SystemExit(print(json.dumps({"tuned": runtime.tune_cpu_allocator()})))
-its = data.HellaSwag().items(list(range(24)))
+its = data.HellaSwag().items(list(range(8)))
 groups = [scoring.encode_pair(lm.tokenizer, it.query, it.continuations) for it in its]
-for _ in range(2):
-    scoring.score_groups(lm, groups, batch_tokens=1024)
+scoring.score_groups(lm, groups, batch_tokens=1024)
 r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 scoring.score_groups(lm, groups, batch_tokens=1024)
 print(json.dumps({"tuned": runtime.tune_cpu_allocator(), "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0}))
