@@ -2,4 +2,5 @@
 
     kl          entropy, cross-entropy, KL, JS, smoothing, Bregman divergence
     hellaswag   predictions, accuracy with intervals, choice distributions, paired tests
+    bytekl      per-position KL both ways and JS between two models' next-byte distributions
 """
