@@ -196,7 +196,7 @@ def test_alpha_drag_redraws_before_any_rerun(browser_page):
 
 def test_a_link_opens_the_page_as_sent(browser_page):
     url, page = browser_page
-    open_page(page, f"{url}/mauve?alpha=0.3&k=12&model=gemma3-270m")
+    open_page(page, f"{url}/mauve?alpha=0.3&k=12&model=gemma3-270m&n=40")  # 40 contexts: the fewest
     assert page.locator('[data-testid="stAlertContentWarning"]').count() == 0
     assert slider_value(page, "clusters k") == "12"
     assert "gemma3-270m" in slider_value(page, "model size")
@@ -204,6 +204,7 @@ def test_a_link_opens_the_page_as_sent(browser_page):
     assert page.locator('.vega-bindings input[name="mix_alpha"]').input_value() == "0.3"
     query = parse_qs(urlsplit(page.url).query)
     assert query["alpha"] == ["0.3"] and query["k"] == ["12"] and query["model"] == ["gemma3-270m"]
+    assert query["n"] == ["40"]
     page.screenshot(path=str(OUT / "live-link.png"), full_page=True)
 
     open_page(page, f"{url}/mauve?alpha=1.5&k=zz&model=no-such-model")
