@@ -3,8 +3,10 @@
     gap   the cross-entropy gap per byte on a corpus: bpb(Q) - bpb(P), with a paired bootstrap
           interval; not a divergence (0 whenever both give the corpus the same probability)
     mc    Monte-Carlo KL(P‖Q) per byte on continuations sampled from P (and KL(Q‖P) from Q)
+    bytes exact next-byte distributions over one short text, KL both ways and JS at each byte
+          position (`evalcore.scoring.nextbyte`): the teaching view, a heatmap over the characters
 
-Both rest on `evalcore.scoring.sequence`: each model scores its own canonical tokenization of
+gap and mc rest on `evalcore.scoring.sequence`: each model scores its own canonical tokenization of
 the same UTF-8 bytes after its BOS (or end-of-text), so a model against itself gives exactly 0,
 and the per-text log-probabilities go in the store (op "seqlogprob"), shared by both measures.
 """
@@ -15,7 +17,7 @@ import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalcore.data import check_text
 from evalcore.errors import require_finite
@@ -23,6 +25,10 @@ from evalcore.metrics.crosskl import MonteCarloKL, PerByte, gap_per_byte, mc_kl_
 from evalcore.models import LoadedModel
 from evalcore.runs._memo import Progress, memo_map
 from evalcore.store import Store, record_key
+
+if TYPE_CHECKING:
+    from evalcore.metrics.bytekl import ByteDivergences
+    from evalcore.scoring.nextbyte import NextByteDists
 
 SEQ_VERSION = 1  # bump when the scored sequence (prefix token, windows) changes
 
@@ -240,3 +246,72 @@ def run_mc_kl(lm_p: LoadedModel, lm_q: LoadedModel, prompts: Sequence[str], *, m
                              "sampling": "ancestral, temperature 1, no top-p or top-k",
                              "stop": "end of text, or before the first token whose text holds a newline"},
                             time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- next-byte distributions
+
+NEXTBYTE_VERSION = 1  # bump when the marginalisation (states, pruning, prefix and end tokens) changes
+BYTES_NOTE = ("exact next-byte distributions: each model's next-token distribution summed over every tokenization "
+              "that covers the bytes so far (pruned below e^-prune_nats of the prefix's probability; the canonical "
+              "one is always kept), then KL both ways and JS per byte position, in nats; not comparable with "
+              "token-level KL, and the sums are not the sequence KL (they compare the models at each position of "
+              "this one text, not over texts the models would write)")
+
+
+def next_bytes(lm: LoadedModel, text: str, *, store: Store | None = None,
+               progress: Progress | None = None) -> NextByteDists:
+    """The next-byte distributions of `lm` over `text` (at most 200 bytes), read from the store or
+    computed and stored (op "nextbyte")."""
+    from evalcore.scoring.nextbyte import MAX_STATES, PRUNE_NATS, NextByteDists, next_byte_distributions
+
+    store = store or Store()
+    text = check_text(text, what="text")
+    key = record_key(op="nextbyte", model=lm.identity(), text=hashlib.sha256(text.encode()).hexdigest(),
+                     prune_nats=PRUNE_NATS, max_states=MAX_STATES, v=NEXTBYTE_VERSION)
+
+    def compute(todo: list[int]) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
+        d = next_byte_distributions(lm, text, progress=progress)
+        require_finite(d.observed(), f"the next-byte log-probabilities of the text under {lm.spec.name}")
+        yield [0], [d.to_record()]
+
+    (value,), _ = memo_map(store, "nextbyte", [key], compute)
+    return NextByteDists.from_record(value)
+
+
+@dataclass(frozen=True)
+class NextBytesResult:
+    """Two models' next-byte distributions over one text and their per-position divergences."""
+
+    model_p: dict[str, Any]
+    model_q: dict[str, Any]
+    p: NextByteDists
+    q: NextByteDists
+    div: ByteDivergences
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        n = self.div.n
+        return {"measure": "bytes", "note": BYTES_NOTE, "model_p": self.model_p, "model_q": self.model_q,
+                "text": self.p.text, "positions": n, "units": "nats",
+                "sums": self.div.sums(), "per_byte": {k: v / n for k, v in self.div.sums().items()},
+                "per_position": {"kl_pq": self.div.kl_pq.tolist(), "kl_qp": self.div.kl_qp.tolist(),
+                                 "js": self.div.js.tolist()},
+                "p": self.p.to_dict(), "q": self.q.to_dict(), "timing": {"seconds": round(self.seconds, 3)}}
+
+
+def run_next_bytes(lm_p: LoadedModel, lm_q: LoadedModel, text: str, *, store: Store | None = None,
+                   progress: Progress | None = None) -> NextBytesResult:
+    """Per-byte KL(P‖Q), KL(Q‖P) and JS between two models (any tokenizers) at every byte position
+    of a short text, from their exact next-byte distributions (module `evalcore.scoring.nextbyte`)."""
+    from evalcore.scoring.nextbyte import next_byte_divergences
+
+    t0 = time.perf_counter()
+    n = len(check_text(text, what="text").encode("utf-8")) + 1
+
+    def half(offset: int) -> Progress | None:
+        return None if progress is None else (lambda done, _t: progress(offset + done, 2 * n))
+
+    p = next_bytes(lm_p, text, store=store, progress=half(0))
+    q = next_bytes(lm_q, text, store=store, progress=half(n))
+    return NextBytesResult(lm_p.identity(), lm_q.identity(), p, q, next_byte_divergences(p, q),
+                           time.perf_counter() - t0)

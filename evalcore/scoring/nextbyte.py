@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -236,6 +236,20 @@ class NextByteDists:
             d["logprobs"] = self.logprobs.tolist()
         return d
 
+    def to_record(self) -> dict[str, Any]:
+        """What the store keeps: the summary and every distribution as probabilities (finite, where
+        a log-probability of an impossible byte would be -inf)."""
+        return {**self.to_dict(), "probs": self.probs.tolist()}
+
+    @staticmethod
+    def from_record(d: dict[str, Any]) -> NextByteDists:
+        """The distributions `to_record` kept."""
+        with np.errstate(divide="ignore"):
+            logprobs = np.log(np.array(d["probs"], dtype=np.float64))
+        return NextByteDists(d["text"], logprobs, np.array(d["pruned"]), np.array(d["special"]),
+                             np.array(d["states"], dtype=np.int64), d["canonical_logprob"], d["forward_steps"],
+                             d["forward_calls"], d["seconds"], d["settings"]["prune_nats"], d["settings"]["max_states"])
+
 
 @dataclass(frozen=True, eq=False)
 class _State:
@@ -245,8 +259,10 @@ class _State:
 
 
 def next_byte_distributions(model: TokenModel | LoadedModel, text: str, *, prune_nats: float = PRUNE_NATS,
-                            max_states: int = MAX_STATES) -> NextByteDists:
-    """P(next byte or end | x[:i]) for i = 0 .. n over the UTF-8 bytes x of `text` (module docstring)."""
+                            max_states: int = MAX_STATES,
+                            progress: Callable[[int, int], None] | None = None) -> NextByteDists:
+    """P(next byte or end | x[:i]) for i = 0 .. n over the UTF-8 bytes x of `text` (module docstring);
+    `progress(positions done, n + 1)` after each position."""
     import torch
 
     from evalcore.models import LoadedModel
@@ -267,6 +283,8 @@ def next_byte_distributions(model: TokenModel | LoadedModel, text: str, *, prune
         kept = run.prune(i)
         if kept:
             run.spread(i, kept, tm.next_logprobs([s.seq for s in kept]).double())
+        if progress:
+            progress(i + 1, len(x) + 1)
     total = torch.logsumexp(run.mass, 1)
     special = torch.tensor(run.special, dtype=torch.float64)
     return NextByteDists(text, (run.mass - total[:, None]).numpy(), np.array(run.pruned),

@@ -201,3 +201,27 @@ def test_the_cli_compares_models_with_different_tokenizers_per_byte(smol, gemma,
     refused = F.cli_in_process([*base, "--corpus", "wikipedia", "--limit", "1", "--method", "token", "--out", str(out)],
                                fresh_models=False)
     assert refused.rc == 2 and "shared tokenizer" in refused.err and "Traceback" not in refused.err
+
+
+# ----------------------------------------------------------------------------- next-byte distributions
+
+def test_next_byte_divergences_are_stored_and_zero_against_itself(smol, gemma, store):
+    import json
+
+    from evalcore.runs.crosskl import run_next_bytes
+
+    text = "The cat sat."
+    seen: list[tuple[int, int]] = []
+    r = run_next_bytes(smol, gemma, text, store=store, progress=lambda d, t: seen.append((d, t)))
+    n = len(text.encode()) + 1
+    assert seen[-1] == (2 * n, 2 * n) and r.div.n == n and store.count("nextbyte") == 2
+    d = json.loads(json.dumps(r.to_dict(), allow_nan=False))  # finite: a floor keeps KL finite where a byte is impossible
+    assert d["measure"] == "bytes" and "token-level KL" in d["note"] and len(d["per_position"]["js"]) == n
+    assert all(v > 0 for v in d["sums"].values())
+    again = run_next_bytes(smol, gemma, text, store=store)  # from the store: no forward pass, the same numbers
+    assert store.count("nextbyte") == 2 and np.array_equal(again.p.logprobs, r.p.logprobs)
+    assert np.array_equal(again.div.kl_pq, r.div.kl_pq) and again.q.forward_calls == r.q.forward_calls
+    self_ = run_next_bytes(smol, smol, text, store=store)
+    assert not self_.div.kl_pq.any() and not self_.div.js.any()
+    with pytest.raises(InputError, match="at most 200"):
+        run_next_bytes(smol, gemma, "x" * 201, store=store)
