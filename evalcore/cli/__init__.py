@@ -5,7 +5,7 @@
                        [--device auto] [--dtype auto] [--batch-tokens T] [--backend auto|native|transformers|vllm] --out FILE.json
     evalcore perplexity --model NAME (--text-file F | --corpus hellaswag|wikipedia) [--limit N]
                         [--max-length L] [--stride S] --out FILE.json
-    evalcore kl --model-p A --model-q B (--text-file F | --corpus ...) --out FILE.json
+    evalcore kl --model-p A --model-q B (--text-file F | --corpus ...) [--method auto|token|gap|mc|bytes] --out FILE.json
     evalcore mauve (--p-features P.npy --q-features Q.npy | --model NAME [--limit N] [--featurizer minilm|NAME]
                    [--featurizer-dtype float32|bfloat16])
                    [--k K|auto] [--scaling C] [--seed S] --out FILE.json

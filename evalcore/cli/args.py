@@ -99,6 +99,15 @@ def text_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="first N texts of the corpus")
 
 
+def texts(args: argparse.Namespace) -> list[str]:
+    """The texts `text_args` chose: --text-file's text, or the first --limit texts of --corpus (default 100)."""
+    from evalcore.data import corpus, read_text_file
+
+    if args.text_file is not None:
+        return [read_text_file(args.text_file)]
+    return corpus(args.corpus, limit=args.limit if args.limit is not None else 100)
+
+
 
 def model_args(p: argparse.ArgumentParser, *, vllm: bool = False) -> None:
     """Adds the arguments of a command that scores with one model: --model, device, dtype, batch size, backend, --store."""

@@ -3,7 +3,7 @@
     models       the registry, with availability here
     hellaswag    run_hellaswag over selected items          } data-parallel under torchrun
     perplexity   run_perplexity over a corpus or a file     } (parallel.data_parallel)
-    kl           run_token_kl pooled over texts; across tokenizers run_gap and run_mc_kl (per byte)
+    kl           run_token_kl pooled over texts; per byte run_gap, run_mc_kl or run_next_bytes (cli.kl)
     mauve        run_mauve (or MauveLab on your features), then MAUVE at k
     store-merge  store.merge
 """
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from evalcore.cli.args import (DTYPES, MAX_TOP_K, backend_arg, device_args, device_map_arg, float_in, int_in, model_args,
-                               out_arg, text_args)
+from evalcore.cli.args import (DTYPES, backend_arg, device_args, device_map_arg, float_in, int_in, model_args, out_arg,
+                               text_args, texts)
+from evalcore.cli.kl import add_kl, run_kl
 from evalcore.cli.output import progress_bar, report
 from evalcore.errors import EvalcoreError
 
@@ -154,15 +155,6 @@ def add_perplexity(p: argparse.ArgumentParser) -> None:
     out_arg(p)
 
 
-def texts(args: argparse.Namespace) -> list[str]:
-    """--text-file's text, or the first --limit texts of --corpus (default 100)."""
-    from evalcore.data import corpus, read_text_file
-
-    if args.text_file is not None:
-        return [read_text_file(args.text_file)]
-    return corpus(args.corpus, limit=args.limit if args.limit is not None else 100)
-
-
 def run_perplexity(args: argparse.Namespace) -> int:
     """Perplexity, bits per token and bits per byte (and per-token NLLs with --per-token), as JSON."""
     from evalcore import runs
@@ -178,93 +170,6 @@ def run_perplexity(args: argparse.Namespace) -> int:
     m = res.metrics
     return report(args, out, f"{lm.spec.name}: perplexity {m.perplexity:.3f}, {m.bits_per_token:.3f} bits/token, "
                              f"{m.bits_per_byte:.4f} bits/byte over {m.tokens} tokens of {len(items)} texts -> {args.out}")
-
-
-# ----------------------------------------------------------------------------- kl
-
-def add_kl(p: argparse.ArgumentParser) -> None:
-    """Adds the `kl` command's arguments: models P and Q, the texts, top-k, length, --out."""
-    p.add_argument("--model-p", required=True, help="model P (registry name, folder or hub id)")
-    p.add_argument("--model-q", required=True, help="model Q (any tokenizer; see --method)")
-    device_args(p)
-    p.add_argument("--dtype-q", default=None, choices=DTYPES,
-                   help="dtype for Q only (e.g. compare a model at float32 with itself at bfloat16)")
-    text_args(p)
-    p.add_argument("--top-k", type=int_in(1, MAX_TOP_K), default=10, help="k for top-k agreement (1..10,000)")
-    p.add_argument("--max-length", type=int_in(2), default=1024, help="tokens of each text compared")
-    p.add_argument("--method", choices=["auto", "token", "gap", "mc"], default="auto", help=(
-        "token: next-token distributions, position by position (the two models must share a tokenizer); "
-        "gap: the cross-entropy gap per byte, bpb(Q) - bpb(P), on the texts (any tokenizers; not a divergence); "
-        "mc: Monte-Carlo KL per byte, both ways, on continuations each model samples after the corpus's prompts "
-        "(any tokenizers). auto: token when the tokenizers match, else gap, plus mc for a corpus"))
-    p.add_argument("--max-new-tokens", type=int_in(1, 512), default=48, help="mc: tokens sampled per prompt")
-    p.add_argument("--seed", type=int_in(0), default=0, help="mc: the sampling seed")
-    p.add_argument("--store", default=None, help="results store (default: the cache's results.sqlite)")
-    out_arg(p)
-
-
-def run_kl(args: argparse.Namespace) -> int:
-    """KL between two models as JSON: token-level when they share a tokenizer, else per byte
-    (the cross-entropy gap and Monte-Carlo KL; --method)."""
-    from evalcore.models import load_model
-
-    items = texts(args)
-    lm_p = load_model(args.model_p, device=args.device, dtype=args.dtype)
-    lm_q = load_model(args.model_q, device=args.device, dtype=args.dtype_q or args.dtype)
-    same = lm_p.tokenizer.get_vocab() == lm_q.tokenizer.get_vocab()
-    method = args.method if args.method != "auto" else "token" if same else "gap"
-    if method == "token":
-        return _token_kl(args, lm_p, lm_q, items)
-    return _byte_kl(args, lm_p, lm_q, items, method)
-
-
-def _byte_kl(args: argparse.Namespace, lm_p: LoadedModel, lm_q: LoadedModel, items: list[str], method: str) -> int:
-    """The per-byte measures: the gap on the texts, and (mc, or auto on a corpus) Monte-Carlo KL."""
-    from evalcore.data import prompts
-    from evalcore.errors import InputError
-    from evalcore.runs.crosskl import run_gap, run_mc_kl
-    from evalcore.store import Store
-
-    store = Store(args.store)
-    out: dict[str, Any] = {"model_p": lm_p.identity(), "model_q": lm_q.identity(), "measures": []}
-    line = []
-    if method == "gap" or args.method == "auto":
-        bar, update = progress_bar("gap: texts scored, both models")
-        gap = run_gap(lm_p, lm_q, items, max_length=args.max_length, store=store, progress=update)
-        bar.close()
-        out["gap"] = gap.to_dict()
-        out["measures"].append("gap")
-        line.append(f"gap {gap.gap.value:+.4f} bits/byte [{gap.gap.ci95[0]:+.4f}, {gap.gap.ci95[1]:+.4f}]")
-    if method == "mc" or (args.method == "auto" and args.corpus is not None):
-        if args.corpus is None:
-            raise InputError("--method mc samples after a corpus's prompts: give --corpus hellaswag or wikipedia")
-        bar, update = progress_bar("mc: sample, then score both ways")
-        mc = run_mc_kl(lm_p, lm_q, prompts(args.corpus, limit=args.limit or 100), max_new_tokens=args.max_new_tokens,
-                       seed=args.seed, store=store, progress=update)
-        bar.close()
-        out["mc"] = mc.to_dict()
-        out["measures"].append("mc")
-        k = [mc.pq.kl.k1, mc.qp.kl.k1] if mc.qp else [mc.pq.kl.k1]
-        line.append("KL(P||Q) " + " / KL(Q||P) ".join(f"{e.value:.4f} ± {e.se:.4f}" for e in k) + " nats/byte")
-    return report(args, out, f"{lm_p.spec.name} vs {lm_q.spec.name}: {'; '.join(line)} -> {args.out}")
-
-
-def _token_kl(args: argparse.Namespace, lm_p: LoadedModel, lm_q: LoadedModel, items: list[str]) -> int:
-    """Token-level KL both ways, JS and top-k agreement, pooled over positions."""
-    import numpy as np
-
-    from evalcore.runs import run_token_kl
-
-    per_text = [run_token_kl(lm_p, lm_q, t, k=args.top_k, max_length=args.max_length) for t in items]
-    pos = np.array([len(r.kl_pq) for r in per_text], dtype=float)
-    summ = [r.summary() for r in per_text]
-    pooled = {key: float(np.average([s[key] for s in summ], weights=pos))
-              for key in ("kl_pq", "kl_qp", "js", "top1_agreement", f"top{args.top_k}_overlap")}
-    out = {"model_p": per_text[0].model_p, "model_q": per_text[0].model_q, **pooled, "positions": int(pos.sum()),
-           "n_texts": len(items), "units": "nats, mean over positions", "texts": summ}
-    return report(args, out, f"KL(P||Q) {pooled['kl_pq']:.4f}, KL(Q||P) {pooled['kl_qp']:.4f}, JS {pooled['js']:.4f} "
-                             f"nats over {int(pos.sum())} positions; top-1 agreement {pooled['top1_agreement']:.3f} "
-                             f"-> {args.out}")
 
 
 # ----------------------------------------------------------------------------- mauve

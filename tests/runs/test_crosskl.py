@@ -225,3 +225,42 @@ def test_next_byte_divergences_are_stored_and_zero_against_itself(smol, gemma, s
     assert not self_.div.kl_pq.any() and not self_.div.js.any()
     with pytest.raises(InputError, match="at most 200"):
         run_next_bytes(smol, gemma, "x" * 201, store=store)
+
+
+def test_the_cli_compares_next_byte_distributions_on_a_short_text(smol, gemma, tmp_path):
+    """`evalcore kl --method bytes` writes `run_next_bytes`'s JSON; `auto` picks it for one
+    --text-file of at most 200 bytes across tokenizers; it works with one tokenizer too (read
+    back from the store here: next-byte distributions are kept per model and text)."""
+    import json
+
+    from tests.support import faults as F
+
+    text, out, store = tmp_path / "t.txt", tmp_path / "kl.json", tmp_path / "kl.sqlite"
+    text.write_text("Hi there.")
+    base = ["kl", "--model-p", "smollm2-135m", "--text-file", str(text), "--store", str(store), "--out", str(out)]
+    run = F.cli_in_process([*base, "--model-q", "gemma3-270m", "--method", "bytes"], fresh_models=False)
+    assert run.rc == 0, run.err
+    d = json.loads(out.read_text())
+    assert d["measure"] == "bytes" and d["positions"] == 10 and len(d["per_position"]["kl_pq"]) == 10
+    assert all(math.isfinite(v) and v > 0 for v in d["sums"].values())
+    assert "next-byte distributions over 10 positions" in run.out and f"{d['sums']['kl_pq']:.4f}" in run.out
+    auto = F.cli_in_process([*base, "--model-q", "gemma3-270m"], fresh_models=False)
+    assert auto.rc == 0, auto.err
+    assert json.loads(out.read_text())["sums"] == d["sums"]
+    same = F.cli_in_process([*base, "--model-q", "smollm2-135m", "--method", "bytes"], fresh_models=False)
+    assert same.rc == 0, same.err
+    assert json.loads(out.read_text())["sums"] == {"kl_pq": 0.0, "kl_qp": 0.0, "js": 0.0}
+
+
+def test_the_cli_refuses_a_text_too_long_for_next_bytes_before_loading_a_model(tmp_path):
+    from evalcore.cli.kl import MAX_TEXT_BYTES
+    from evalcore.scoring.nextbyte import MAX_TEXT_BYTES as ENGINE_LIMIT
+    from tests.support import faults as F
+
+    assert MAX_TEXT_BYTES == ENGINE_LIMIT == 200
+    text = tmp_path / "t.txt"
+    text.write_text("é" * 100 + "x")  # 201 UTF-8 bytes in 101 characters
+    run = F.cli_in_process(["kl", "--model-p", "smollm2-135m", "--model-q", "gemma3-270m", "--text-file", str(text),
+                            "--method", "bytes", "--out", str(tmp_path / "kl.json")], guard=True)
+    assert run.rc == 2 and "Traceback" not in run.err and len(run.err.strip().splitlines()) == 1, run.err
+    assert "201 UTF-8 bytes" in run.err and "at most 200" in run.err and "--method gap" in run.err
