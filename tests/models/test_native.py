@@ -191,3 +191,33 @@ def test_gradients_flow_and_equal_transformers(pair):
                 p.grad = None
     assert grads[0].abs().sum() > 0
     _close(grads[0], grads[1])
+
+
+_CONVERT_PEAK = """
+import json, sys, torch
+from evalcore.native import _converted
+def hwm():
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
+before = hwm()
+out = _converted(sys.argv[1], torch.bfloat16)
+print(json.dumps({"peak": hwm() - before, "ok": all(torch.equal(out[k], torch.load(sys.argv[2])[k]) for k in out)}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc/self/status")
+def test_a_dtype_change_reads_the_file_a_chunk_at_a_time(tmp_path):
+    """float32 weights loaded as bfloat16 are exactly `.to(bfloat16)` of the stored tensors, and
+    the load's peak memory is the converted weights plus a chunk, not the stored file besides
+    (which a mapping of the whole file would keep resident: 256 + 128 MiB here)."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    stored = {"big": torch.randn(65536, 1024, generator=g), "vec": torch.randn(7, generator=g),
+              "scalar": torch.tensor(3.5)}
+    save_file(stored, str(tmp_path / "w.safetensors"))
+    torch.save({k: v.to(torch.bfloat16) for k, v in stored.items()}, tmp_path / "ref.pt")
+    out = subprocess.run([sys.executable, "-c", _CONVERT_PEAK, str(tmp_path / "w.safetensors"), str(tmp_path / "ref.pt")],
+                         capture_output=True, text=True, check=True, timeout=120)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["ok"]
+    assert got["peak"] < (128 + 2 * native.CONVERT_CHUNK_BYTES / 2**20 + 48) * 2**20, got["peak"] / 2**20
