@@ -236,14 +236,14 @@ def test_the_cli_compares_next_byte_distributions_on_a_short_text(smol, gemma, t
     from tests.support import faults as F
 
     text, out, store = tmp_path / "t.txt", tmp_path / "kl.json", tmp_path / "kl.sqlite"
-    text.write_text("Hi there.")
+    text.write_text("Hi.")
     base = ["kl", "--model-p", "smollm2-135m", "--text-file", str(text), "--store", str(store), "--out", str(out)]
     run = F.cli_in_process([*base, "--model-q", "gemma3-270m", "--method", "bytes"], fresh_models=False)
     assert run.rc == 0, run.err
     d = json.loads(out.read_text())
-    assert d["measure"] == "bytes" and d["positions"] == 10 and len(d["per_position"]["kl_pq"]) == 10
+    assert d["measure"] == "bytes" and d["positions"] == 4 and len(d["per_position"]["kl_pq"]) == 4
     assert all(math.isfinite(v) and v > 0 for v in d["sums"].values())
-    assert "next-byte distributions over 10 positions" in run.out and f"{d['sums']['kl_pq']:.4f}" in run.out
+    assert "next-byte distributions over 4 positions" in run.out and f"{d['sums']['kl_pq']:.4f}" in run.out
     auto = F.cli_in_process([*base, "--model-q", "gemma3-270m"], fresh_models=False)
     assert auto.rc == 0, auto.err
     assert json.loads(out.read_text())["sums"] == d["sums"]
