@@ -8,14 +8,17 @@ tokenizer_config.json. A test checks ids, special tokens, decoding and the vocab
 against `AutoTokenizer` (what lm-evaluation-harness loads) on HellaSwag text.
 
 It has the slice of transformers' tokenizer interface evalcore uses: `tok(text).input_ids`
-(optionally truncated), `decode`, `get_vocab`, `bos/eos/pad/unk_token_id`.
+(optionally truncated), `decode`, `get_vocab`, `bos/eos/pad/unk_token_id`. `prefix_token`
+works on either kind.
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+from evalcore.errors import InputError
 
 
 class Encoding(dict[str, Any]):
@@ -82,3 +85,12 @@ class Tokenizer:
     def __len__(self) -> int:
         """The vocabulary's size, added tokens included."""
         return self._tok.get_vocab_size(with_added_tokens=True)
+
+
+def prefix_token(tokenizer: Any) -> int:
+    """The token that stands for an empty context, this or a transformers tokenizer's: BOS (also
+    where the tokenizer does not add it), else end-of-text (lm-eval's rule)."""
+    tid = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if tid is None:
+        raise InputError("the tokenizer has neither a BOS nor an end-of-text token to start a text from")
+    return int(tid)

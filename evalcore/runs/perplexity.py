@@ -13,7 +13,8 @@ from evalcore.errors import require_finite
 from evalcore.metrics.perplexity import Perplexity
 from evalcore.models import LoadedModel
 from evalcore.runs._memo import Batches, Progress, memo_map
-from evalcore.scoring.sequence import encode_scored, prefix_token
+from evalcore.scoring.sequence import encode_scored
+from evalcore.tokenizer import prefix_token
 from evalcore.store import Store, record_key
 
 log = logging.getLogger(__name__)

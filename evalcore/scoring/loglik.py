@@ -51,7 +51,7 @@ import numpy.typing as npt
 
 from evalcore.models import LoadedModel
 from evalcore.scoring.batch import pad_batch
-from evalcore.scoring.sequence import prefix_token
+from evalcore.tokenizer import prefix_token
 
 if TYPE_CHECKING:
     from torch import Tensor

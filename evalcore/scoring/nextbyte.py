@@ -104,7 +104,7 @@ class LMTokenModel:
     """A loaded causal LM as a TokenModel (module docstring: a token trie in one KV cache)."""
 
     def __init__(self, lm: LoadedModel):
-        from evalcore.scoring.sequence import prefix_token
+        from evalcore.tokenizer import prefix_token
 
         tok = lm.tokenizer
         if tok.eos_token_id is None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from evalcore.errors import InputError
 from evalcore.models import LoadedModel
+from evalcore.tokenizer import prefix_token
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,6 @@ class SequenceScore:
     n_tokens: int  # text tokens scored (the prefix token not counted)
     n_bytes: int  # UTF-8 bytes of the text
     windowed: bool  # True when the text was longer than one window (sliding windows scored it)
-
-
-def prefix_token(tokenizer: Any) -> int:
-    """The token that stands for an empty context: BOS, else end-of-text (lm-eval's rule)."""
-    tid = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if tid is None:
-        raise InputError("the tokenizer has neither a BOS nor an end-of-text token to start a text from")
-    return int(tid)
 
 
 def encode_scored(tokenizer: Any, text: str) -> list[int]:

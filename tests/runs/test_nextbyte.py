@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -118,7 +117,6 @@ def naive_spread(model: MarkovTokens, text: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- analytic toy
 
 def test_toy_is_exact_under_both_tokenizers_and_gives_closed_form_kl():
-    t0 = time.perf_counter()
     for text in TOY_TEXTS:
         got = {}
         for rows, name in ((SOURCE_P, "P"), (SOURCE_Q, "Q")):
@@ -138,7 +136,6 @@ def test_toy_is_exact_under_both_tokenizers_and_gives_closed_form_kl():
         np.testing.assert_allclose(d.kl_pq, closed, atol=1e-9, rtol=0)
         np.testing.assert_allclose(d.kl_qp, closed_back, atol=1e-9, rtol=0)
         assert d.sums()["kl_pq"] == pytest.approx(closed.sum(), abs=1e-9)
-    assert time.perf_counter() - t0 < 1.0
 
 
 def test_toy_naive_spreading_fails():
