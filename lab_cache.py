@@ -6,6 +6,9 @@ perplexity results and MAUVE labs, whose progress bars the pages pass in. Every 
 
 Text a user controls (model names, file names, and evalcore's messages, which quote them) is
 shown through `md_escape`; evalcore calls that user input can make fail go through `guard`.
+
+Two-model measures (per-byte KL between models whose tokenizers differ, `evalcore.runs.crosskl`)
+take both models' turns, in name order, so two sessions never wait on each other.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import streamlit as st
 
 from evalcore import models, runs, runtime
-from evalcore.data import MAX_TEXT_BYTES, HellaSwag, corpus, text_from_bytes
+from evalcore.data import MAX_TEXT_BYTES, HellaSwag, check_text, corpus, prompts, text_from_bytes
 from evalcore.errors import EvalcoreError, InputError
 from evalcore.metrics import mauve as mauve_metric
 from evalcore.models import (
@@ -41,7 +44,9 @@ from evalcore.models import (
     weights_bytes,
 )
 from evalcore.models.hub import hub_snapshot
+from evalcore.runs import crosskl
 from evalcore.scoring import Decoding
+from evalcore.scoring.nextbyte import MAX_TEXT_BYTES as NEXT_BYTES_LIMIT
 from evalcore.store import Store
 
 log = logging.getLogger(__name__)
@@ -294,13 +299,13 @@ class Memo:
         with self._lock:
             return self._data.get(key)
 
-    def get(self, key: tuple, compute, progress=None, turns: tuple[Turns, str] | None = None):
+    def get(self, key: tuple, compute, progress=None, turns: tuple[Turns, str | tuple[str, ...]] | None = None):
         """The value for `key`, computed once; while another session computes it, wait.
 
         The wait polls, calling `progress(-1, -1)` between polls, so a waiting page still
         reacts to its user (Streamlit stops or reruns a script at its next st call). With
         `turns=(Turns, model name)` the computation waits for the model's turn, calling
-        `progress(place, -1)` meanwhile.
+        `progress(place, -1)` meanwhile; with several names, for each one's turn in name order.
         """
         with self._lock:
             if key in self._data:
@@ -317,8 +322,13 @@ class Memo:
             if turns is None:
                 value = compute()
             else:
-                queue, name = turns
-                with queue.turn(name, None if progress is None else lambda place: progress(place, -1)):
+                queue, who = turns
+                on_wait = None if progress is None else lambda place: progress(place, -1)
+                with contextlib.ExitStack() as held:
+                    # one order for everyone: a session holding A's turn and waiting for B's is
+                    # never waited on by one holding B's and waiting for A's
+                    for name in sorted({who} if isinstance(who, str) else set(who)):
+                        held.enter_context(queue.turn(name, on_wait))
                     value = compute()
             with self._lock:
                 self._data[key] = value
@@ -359,6 +369,65 @@ def corpus_texts(name: str, n: int) -> tuple[str, ...]:
 @st.cache_data(show_spinner="Comparing next-token distributions…", max_entries=32)
 def token_kl(a: str, a_dtype: str, b: str, b_dtype: str, text: str) -> runs.TokenKLResult:
     return runs.run_token_kl(model(a, a_dtype), model(b, b_dtype), text, max_length=256)
+
+
+@st.cache_data(show_spinner=False)
+def prompt_texts(name: str, n: int) -> tuple[str, ...]:
+    """The first n prompts of a corpus (`evalcore.data.prompts`): HellaSwag contexts, or the
+    first sentence of each Wikipedia passage."""
+    return tuple(prompts(name, limit=n))
+
+
+def upload_paragraphs(name: str, data: bytes, n: int) -> tuple[str, ...]:
+    """The first n paragraphs (blocks between blank lines) of an uploaded text file, or an
+    InputError from `upload_text`."""
+    paragraphs = [p.strip() for p in re.split(r"\n[ \t]*\n", upload_text(name, data)) if p.strip()]
+    return tuple(paragraphs[:n])
+
+
+def first_sentences(texts: tuple[str, ...]) -> tuple[str, ...]:
+    """Each text up to its first ". " (the whole text when it has none): prompts to continue."""
+    return tuple(t[: t.find(". ") + 1] if ". " in t else t for t in texts)
+
+
+def short_text(text: str) -> str:
+    """A text the per-byte heatmap takes, or an InputError that says what to do: not empty,
+    at most `NEXT_BYTES_LIMIT` UTF-8 bytes (checked before any model loads)."""
+    text = check_text(text, what="the text")
+    size = len(text.encode("utf-8"))
+    if size > NEXT_BYTES_LIMIT:
+        raise InputError(f"the text is {size} UTF-8 bytes; the per-byte comparison takes at most {NEXT_BYTES_LIMIT}: "
+                         "shorten it, or compare the models on a corpus below")
+    return text
+
+
+def next_bytes(p: str, q: str, text: str, progress=None) -> crosskl.NextBytesResult:
+    """Per-byte KL both ways and JS between models `p` and `q` (any tokenizers) over a short text."""
+    text = short_text(text)
+    return _results().get(("nextbytes", p, q, text), lambda: crosskl.run_next_bytes(
+        model(p), model(q), text, store=store(), progress=progress), progress, (_turns(), (p, q)))
+
+
+def gap_key(p: str, q: str, texts: tuple[str, ...]) -> tuple:
+    return ("gap", p, q, texts)
+
+
+def gap(p: str, q: str, texts: tuple[str, ...], progress=None) -> crosskl.GapResult:
+    """The cross-entropy gap per byte, bpb(q) - bpb(p), on `texts`, with a bootstrap interval."""
+    return _results().get(gap_key(p, q, texts), lambda: crosskl.run_gap(
+        model(p), model(q), list(texts), store=store(), progress=progress), progress, (_turns(), (p, q)))
+
+
+def mc_key(p: str, q: str, prompts: tuple[str, ...], max_new_tokens: int = 48, seed: int = 0) -> tuple:
+    return ("mckl", p, q, prompts, max_new_tokens, seed)
+
+
+def mc_kl(p: str, q: str, prompts: tuple[str, ...], max_new_tokens: int = 48, seed: int = 0,
+          progress=None) -> crosskl.MonteCarloResult:
+    """Monte-Carlo KL(p‖q) and KL(q‖p) per byte, from one continuation per prompt sampled from each."""
+    return _results().get(mc_key(p, q, prompts, max_new_tokens, seed), lambda: crosskl.run_mc_kl(
+        model(p), model(q), list(prompts), max_new_tokens=max_new_tokens, seed=seed, store=store(),
+        progress=progress), progress, (_turns(), (p, q)))
 
 
 def mauve_key(name: str, n: int, temperature: float = 1.0, top_p: float = 0.95, seed: int = 0) -> tuple:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -128,6 +129,46 @@ def test_kl_page_when_a_takes_all_the_probability():
 def test_small_vs_large_page_starts_idle():
     at = _page("app_pages/small_vs_large.py")
     assert at.button(key="svl_go")
+
+
+def test_kl_page_compares_two_models_per_byte_on_a_short_text():
+    """Any two models, whatever their tokenizers: a heatmap over the characters of a short text,
+    finite sums; a text over 200 bytes is one error line; the corpus measures wait for a button."""
+    at = _page("app_pages/kl.py")
+    assert [at.selectbox(key="kl_x_p").value, at.selectbox(key="kl_x_q").value] == lc.headline_pair()
+    heat = [c for c in _charts(at) if "at each character" in str(c.get("title", ""))]
+    assert len(heat) == 1 and "KL(P‖Q)" in heat[0]["title"]
+    cells = next(iter(heat[0]["datasets"].values()))
+    assert cells[-1]["char"] == "end" and len(cells) == len(at.text_area(key="kl_x_text").value) + 1
+    sums = next(d.value for d in at.dataframe if "sum over positions (nats)" in d.value.columns)
+    assert sums["divergence"].tolist() == ["KL(P‖Q)", "KL(Q‖P)", "JS"]
+    assert sums.iloc[:, 1:].map(math.isfinite).all().all() and (sums.iloc[:, 1] > 0).all()
+    assert any("not comparable with the token-level KL" in c.value for c in at.caption)
+    assert at.button(key="kl_x_gap_go") and at.button(key="kl_x_mc_go")  # nothing runs before they are pressed
+    at.radio(key="kl_x_div").set_value("JS").run()
+    heat = [c for c in _charts(at) if "at each character" in str(c.get("title", ""))]
+    assert not at.exception and heat[0]["title"].startswith("JS") and at.query_params["div"] == ["js"]
+    at.text_area(key="kl_x_text").input("x" * 201).run()
+    assert _errors(at) == ("the text is 201 UTF-8 bytes; the per-byte comparison takes at most 200: shorten it, "
+                           "or compare the models on a corpus below")
+    assert not [c for c in _charts(at) if "at each character" in str(c.get("title", ""))]
+    assert at.title[0].value == "KL divergence" and at.button(key="kl_x_gap_go")  # the rest of the page is there
+
+
+def test_small_vs_large_page_measures_kl_between_the_pair():
+    """After the button: KL(small‖large) and KL(large‖small) measured directly (Monte-Carlo, per
+    byte, with an interval) beside each model's histogram KL to human text."""
+    at = _open("app_pages/small_vs_large.py", items="40", contexts="40", prompts="10")
+    at.button(key="svl_go").click().run()
+    assert not _errors(at)
+    table = next(d.value for d in at.dataframe if "95% interval" in d.value.columns)
+    small, large = lc.headline_pair()
+    direct = table[table["KL"].str.contains("measured directly")]
+    assert direct["KL"].tolist() == [f"KL({small}‖{large}), measured directly", f"KL({large}‖{small}), measured directly"]
+    assert direct["value"].map(math.isfinite).all() and direct["units"].str.startswith("nats per byte").all()
+    assert all(lo <= v <= hi for v, (lo, hi) in zip(direct["value"], direct["95% interval"].map(json.loads)))
+    assert table["KL"].str.contains("MAUVE cluster histograms").sum() == 2
+    assert any("Monte-Carlo KL per byte" in c.value for c in at.caption)
 
 
 def _shown(markdown: str) -> str:

@@ -136,3 +136,30 @@ def test_guard_turns_any_error_into_one_line(caplog):
     assert at.markdown[-1].value == "the page goes on"
     logged = [r for r in caplog.records if r.name == "lab_cache"]
     assert logged and logged[0].exc_info and "/srv/private/weights.bin" in str(logged[0].exc_info[1])
+
+
+def test_short_text_counts_utf8_bytes_and_says_what_to_do():
+    assert lc.short_text("x" * lc.NEXT_BYTES_LIMIT) == "x" * lc.NEXT_BYTES_LIMIT  # the limit itself is allowed
+    with pytest.raises(InputError, match="201 UTF-8 bytes.*at most 200: shorten it"):
+        lc.short_text("x" * 201)
+    with pytest.raises(InputError, match="201 UTF-8 bytes"):
+        lc.short_text("‖" * 67)  # 67 characters of three bytes each
+    with pytest.raises(InputError, match="empty"):
+        lc.short_text(" \n")
+
+
+def test_heatmap_cells_sum_a_characters_bytes_and_end_with_the_end_of_text():
+    from app_pages import _charts
+
+    cells = _charts.char_cells("a‖\n", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])  # 1 + 3 + 1 bytes: 6 positions
+    assert cells["char"].tolist() == ["a", "‖", "⏎", _charts.END]
+    assert cells["value"].tolist() == [1.0, 9.0, 5.0, 6.0]
+    assert cells["positions"].tolist() == ["0", "1-3", "4", "5"] and cells["bytes"][1] == "E2 80 96"
+    assert cells["dark"].tolist() == [False, True, False, True]  # white text on the darkest cells
+
+
+def test_uploaded_paragraphs_and_their_first_sentences():
+    data = "First one. More of it.\n\n  \nSecond, no stop\n \nThird. x".encode()
+    texts = lc.upload_paragraphs("notes.txt", data, 2)
+    assert texts == ("First one. More of it.", "Second, no stop")
+    assert lc.first_sentences(texts) == ("First one.", "Second, no stop")

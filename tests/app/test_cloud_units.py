@@ -160,3 +160,32 @@ def test_a_containers_memory_limit_is_read_from_its_cgroup(tmp_path):
     assert total == 1536 * 2**20  # the cap, not the machine's RAM
     assert 0 < free < total
     assert total_memory_bytes() > total  # this process is not in the group
+
+
+def test_work_on_two_models_holds_both_turns():
+    """A two-model measure (per-byte KL) waits for both models' turns; one model on both sides
+    takes its turn once."""
+    memo, turns = lc.Memo(max_entries=8), lc.Turns()
+    inside, release, done, places = threading.Event(), threading.Event(), [], []
+
+    def pair() -> None:
+        def compute() -> str:
+            inside.set()
+            release.wait(5)
+            done.append("pair")
+            return "pair"
+        memo.get(("pair",), compute, turns=(turns, ("b", "a")))
+
+    t1 = threading.Thread(target=pair)
+    t1.start()
+    assert inside.wait(5)
+    t2 = threading.Thread(target=lambda: memo.get(("a",), lambda: done.append("a"),
+                                                  progress=lambda place, _: places.append(place), turns=(turns, "a")))
+    t2.start()
+    time.sleep(0.6)
+    assert done == [] and places and set(places) == {1}  # "a" is taken by the pair: place 1 in its line
+    release.set()
+    for t in (t1, t2):
+        t.join(5)
+    assert done == ["pair", "a"]
+    assert memo.get(("self",), lambda: "same model", turns=(turns, ("a", "a"))) == "same model"
