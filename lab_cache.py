@@ -8,7 +8,7 @@ Text a user controls (model names, file names, and evalcore's messages, which qu
 shown through `md_escape`; evalcore calls that user input can make fail go through `guard`.
 
 Two-model measures (per-byte KL between models whose tokenizers differ, `evalcore.runs.crosskl`)
-take both models' turns, in name order, so two sessions never wait on each other.
+take both models' turns, in name order, so no two sessions each hold a turn the other waits for.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import streamlit as st
 
 from evalcore import models, runs, runtime
-from evalcore.data import MAX_TEXT_BYTES, HellaSwag, check_text, corpus, prompts, text_from_bytes
+from evalcore.data import MAX_TEXT_BYTES, HellaSwag, check_text, corpus, text_from_bytes
+from evalcore.data import prompts as corpus_prompts
 from evalcore.errors import EvalcoreError, InputError
 from evalcore.metrics import mauve as mauve_metric
 from evalcore.models import (
@@ -375,7 +376,7 @@ def token_kl(a: str, a_dtype: str, b: str, b_dtype: str, text: str) -> runs.Toke
 def prompt_texts(name: str, n: int) -> tuple[str, ...]:
     """The first n prompts of a corpus (`evalcore.data.prompts`): HellaSwag contexts, or the
     first sentence of each Wikipedia passage."""
-    return tuple(prompts(name, limit=n))
+    return tuple(corpus_prompts(name, limit=n))
 
 
 def upload_paragraphs(name: str, data: bytes, n: int) -> tuple[str, ...]:

@@ -12,22 +12,18 @@ import pandas as pd
 import streamlit as st
 
 import lab_cache as lc
-from app_pages import _charts, _live, _state
+from app_pages import _crosskl, _live, _state
 from evalcore.metrics import hellaswag as hsm
 
 DTYPES = ["float32", "bfloat16"]
 SIMPLEX = {"kl_pa": ("pa", 0.6), "kl_pb": ("pb", 0.3), "kl_qa": ("qa", 0.3), "kl_qb": ("qb", 0.3)}
 BREGMAN = {"kl_bp": ("bp", 0.8), "kl_bq": ("bq", 0.4)}
-DIVERGENCES = {"KL(P‖Q)": "kl_pq", "KL(Q‖P)": "kl_qp", "JS": "js"}  # heatmap choice: ByteDivergences field
-CORPORA = {"wikipedia": "Wikipedia passages", "hellaswag": "HellaSwag contexts", "own": "my own file"}  # URL: label
-SENTENCE = "KL is not symmetric: KL(P‖Q) ≠ KL(Q‖P)."  # the lesson's point, with three-byte characters
 
 st.title("KL divergence")
 st.markdown("Set P (the data) and Q (the model) over three outcomes with the sliders under the chart. KL(P‖Q) is "
             "the extra surprise of coding P with Q; it is zero only when they match, and it is **not symmetric**.")
 names = lc.available()
-link = _state.Link(["pa", "pb", "qa", "qb", "eps", "bp", "bq", "a", "adt", "b", "bdt", "items", "p", "q", "div", "corpus",
-                    "texts"])
+link = _state.Link(["pa", "pb", "qa", "qb", "eps", "bp", "bq", "a", "adt", "b", "bdt", "items", *_crosskl.PARAMS])
 for key, (param, default) in SIMPLEX.items():
     link.value(key, param, _state.number(0.0, 1.0, 0.01), default)
 link.value("kl_eps", "eps", _state.number(1e-6, 0.2), 0.01)
@@ -37,13 +33,7 @@ for key, param, dtype in (("kl_tok_a", "a", "adt"), ("kl_tok_b", "b", "bdt")):
     link.value(key, param, _state.one_of(names), names[0] if names else None)
     link.value(f"{key}dt", dtype, _state.one_of(DTYPES), "float32" if param == "a" else "bfloat16")
 link.value("kl_hs_n", "items", _state.integer(10, 200), 20)
-pair = lc.headline_pair()
-for key, param, default in (("kl_x_p", "p", pair[0] if pair else None), ("kl_x_q", "q", pair[-1] if pair else None)):
-    link.value(key, param, _state.one_of(names), default)
-link.value("kl_x_div", "div", lambda t: next(k for k, v in DIVERGENCES.items() if v == _state.one_of(
-    list(DIVERGENCES.values()))(t)), "KL(P‖Q)")
-link.value("kl_x_corpus", "corpus", lambda t: CORPORA[_state.one_of(list(CORPORA))(t)], CORPORA["wikipedia"])
-link.value("kl_x_n", "texts", _state.integer(2, 50), 5)
+_crosskl.link_values(link, names)
 link.notice()
 
 
@@ -114,80 +104,6 @@ def choices() -> None:
                  f"KL(small‖large) = **{cmp.kl_ab_mean:.4f}**, KL(large‖small) = **{cmp.kl_ba_mean:.4f}** nats.")
 
 
-@st.fragment
-def your_text() -> None:
-    st.subheader("Small vs large on your text: any two models, per byte")
-    st.caption("Their tokenizers may differ: each model's token probabilities are turned into probabilities of the "
-               "next byte, so both models are compared on the same events.")
-    t1, t2 = st.columns(2)
-    with t1:
-        p = lc.model_picker("model P", "kl_x_p")
-    with t2:
-        q = lc.model_picker("model Q", "kl_x_q")
-    _state.write(p=p if p in names else None, q=q if q in names else None)
-    if p and q:
-        heatmap(p, q)
-        on_a_corpus(p, q)
-
-
-def heatmap(p: str, q: str) -> None:
-    """Measure 3: exact next-byte distributions over a short text, a divergence at each byte."""
-    text = st.text_area(f"text (at most {lc.NEXT_BYTES_LIMIT} UTF-8 bytes; Ctrl+Enter to compare)", SENTENCE,
-                        key="kl_x_text", height=68)
-    res = lc.guard(lc.next_bytes, p, q, text, progress="Next-byte distributions of both models")
-    if res is None:
-        return
-    measure = st.radio("colour by", list(DIVERGENCES), key="kl_x_div", horizontal=True)
-    _state.write(div=DIVERGENCES[measure])
-    cells = _charts.char_cells(res.p.text, getattr(res.div, DIVERGENCES[measure]))
-    st.altair_chart(_charts.byte_heatmap(cells, measure), width="content")
-    st.dataframe(_charts.byte_sums(res.div.sums(), res.div.n), hide_index=True)
-    cost = "; ".join(f"{who} {lc.md_escape(name)}: {d.seconds:.1f} s, {d.forward_calls} forward calls"
-                     for who, name, d in (("P", p, res.p), ("Q", q, res.q)))
-    st.caption(f"Position i compares P and Q on the next byte after the first i bytes; {res.div.n} positions for "
-               f"{res.div.n - 1} bytes, the last one the end of the text. Computed once ({cost}), then read from the "
-               "store. Nats per byte position: not comparable with the token-level KL above.")
-
-
-def on_a_corpus(p: str, q: str) -> None:
-    """Measures 1 and 2 on a corpus, each on its button; a result computed before shows without it."""
-    st.markdown("**On a corpus**, with 95% intervals: (1) the cross-entropy gap per byte, (2) KL per byte "
-                "by Monte Carlo, both ways. The first run takes minutes on a CPU; results are stored.")
-    c1, c2 = st.columns(2)
-    source = c1.radio("texts", list(CORPORA.values()), key="kl_x_corpus", horizontal=True)
-    n = c2.slider("texts (and prompts)", 2, 50, key="kl_x_n")
-    _state.write(corpus=next(k for k, v in CORPORA.items() if v == source), texts=n)
-    if source == CORPORA["own"]:
-        upload = st.file_uploader("a .txt (UTF-8): one text per paragraph; each paragraph's first sentence is a "
-                                  "prompt", type=["txt"], key="kl_x_upload")
-        texts = upload and lc.guard(lc.upload_paragraphs, upload.name, upload.getvalue(), n,
-                                    task="Reading the uploaded file")
-        prompts = texts and lc.first_sentences(texts)
-    else:
-        name = next(k for k, v in CORPORA.items() if v == source)
-        texts = lc.guard(lc.corpus_texts, name, n, task="Reading the corpus")
-        prompts = lc.guard(lc.prompt_texts, name, n, task="Reading the prompts")
-    if not (texts and prompts):
-        return
-    g1, g2 = st.columns(2)
-    with g1:
-        gap = (lc.guard(lc.gap, p, q, texts, progress="Scoring the texts with both models")
-               if st.button("(1) measure the gap", key="kl_x_gap_go") else lc.peek(lc.gap_key(p, q, texts)))
-        if gap is not None:
-            lo, hi = gap.gap.ci95
-            st.markdown(f"bpb(Q) − bpb(P) = **{gap.gap.value:+.4f}** bits per byte, 95% interval "
-                        f"[{lo:+.4f}, {hi:+.4f}]; bpb(P) = {gap.bpb_p:.4f}, bpb(Q) = {gap.bpb_q:.4f} "
-                        f"({gap.n_texts} texts, {gap.n_bytes:,} bytes).")
-            st.caption("Not a divergence: it is 0 whenever both models give the texts the same probability.")
-    with g2:
-        mc = (lc.guard(lc.mc_kl, p, q, prompts, progress="Sampling from each model and scoring with both")
-              if st.button("(2) measure KL by sampling", key="kl_x_mc_go") else lc.peek(lc.mc_key(p, q, prompts)))
-        if mc is not None:
-            st.dataframe(_charts.mc_table(mc), hide_index=True)
-            st.caption("Nats per byte on one continuation per prompt sampled from the first model (temperature 1); "
-                       "k1 is unbiased, k3 never negative. Not comparable with token-level KL.")
-
-
 simplex()
 st.subheader("KL as a Bregman divergence")
 st.markdown("For two outcomes, φ(p) = Σ p log p is convex; KL(P‖Q) is the gap at P between φ and its tangent at Q.")
@@ -195,4 +111,4 @@ bregman()
 st.header("Real models")
 tokens()
 choices()
-your_text()
+_crosskl.section(names)

@@ -51,16 +51,17 @@ if st.button("Measure all sizes", key="svl_go", type="primary") or st.session_st
     pair = lc.headline_pair()
     if len(set(pair)) == 2:
         small, large = pair
-        mc = lc.guard(lc.mc_kl, small, large, lc.prompt_texts("hellaswag", n_kl),
-                      progress=f"KL({small}‖{large}): sampling from each and scoring with both")
+        contexts = lc.guard(lc.prompt_texts, "hellaswag", n_kl, task="Reading HellaSwag contexts")
+        mc = contexts and lc.guard(lc.mc_kl, small, large, contexts,
+                                   progress=f"KL({small}‖{large}): sampling from each and scoring with both")
         kl_rows = [{"KL": f"KL(human‖{r['model']}), MAUVE cluster histograms", "value": r["KL(P‖Q) human→model"],
                     "95% interval": "", "units": "nats (histograms of k clusters)"} for r in rows if r["model"] in pair]
-        for label, d in (() if mc is None else ((f"KL({small}‖{large}), measured directly", mc.pq),
-                                                  (f"KL({large}‖{small}), measured directly", mc.qp))):
+        directions = [(f"KL({small}‖{large})", mc.pq), (f"KL({large}‖{small})", mc.qp)] if mc else []
+        for label, d in directions:
             lo, hi = d.kl.k1.ci95
-            kl_rows.append({"KL": label, "value": d.kl.k1.value, "95% interval": f"[{lo:.4f}, {hi:.4f}]",
-                            "units": f"nats per byte ({d.kl.n} samples)"})
-        st.subheader("KL between the small and the large model")
+            kl_rows.append({"KL": f"{label}, measured directly", "value": d.kl.k1.value,
+                            "95% interval": f"[{lo:.4f}, {hi:.4f}]", "units": f"nats per byte ({d.kl.n} samples)"})
+        st.subheader("KL to human text, and between the small and the large model")
         st.dataframe(pd.DataFrame(kl_rows), hide_index=True, width="stretch")
         st.caption(f"Measured directly: Monte-Carlo KL per byte in nats, both ways, from one continuation of each of "
                    f"{n_kl} HellaSwag contexts sampled from the first model and scored by both (any tokenizers). "

@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -131,27 +132,36 @@ def test_small_vs_large_page_starts_idle():
     assert at.button(key="svl_go")
 
 
+def _heatmaps(at: AppTest) -> list[tuple[dict, pd.DataFrame]]:
+    """The per-character heatmaps on the page: (Vega-Lite spec, its cells)."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    charts = [(json.loads(c.proto.spec), c.proto) for c in at.get("vega_lite_chart")]
+    return [(spec, convert_arrow_bytes_to_pandas_df(proto.datasets[0].data.data))
+            for spec, proto in charts if "at each character" in str(spec.get("title"))]
+
+
 def test_kl_page_compares_two_models_per_byte_on_a_short_text():
     """Any two models, whatever their tokenizers: a heatmap over the characters of a short text,
     finite sums; a text over 200 bytes is one error line; the corpus measures wait for a button."""
     at = _page("app_pages/kl.py")
     assert [at.selectbox(key="kl_x_p").value, at.selectbox(key="kl_x_q").value] == lc.headline_pair()
-    heat = [c for c in _charts(at) if "at each character" in str(c.get("title", ""))]
-    assert len(heat) == 1 and "KL(P‖Q)" in heat[0]["title"]
-    cells = next(iter(heat[0]["datasets"].values()))
-    assert cells[-1]["char"] == "end" and len(cells) == len(at.text_area(key="kl_x_text").value) + 1
+    heat = _heatmaps(at)
+    assert len(heat) == 1 and "KL(P‖Q)" in heat[0][0]["title"]
+    cells = heat[0][1]
+    assert cells["char"].iloc[-1] == "end" and len(cells) == len(at.text_area(key="kl_x_text").value) + 1
+    assert cells["value"].map(math.isfinite).all() and cells["value"].max() > 0
     sums = next(d.value for d in at.dataframe if "sum over positions (nats)" in d.value.columns)
     assert sums["divergence"].tolist() == ["KL(P‖Q)", "KL(Q‖P)", "JS"]
     assert sums.iloc[:, 1:].map(math.isfinite).all().all() and (sums.iloc[:, 1] > 0).all()
     assert any("not comparable with the token-level KL" in c.value for c in at.caption)
     assert at.button(key="kl_x_gap_go") and at.button(key="kl_x_mc_go")  # nothing runs before they are pressed
     at.radio(key="kl_x_div").set_value("JS").run()
-    heat = [c for c in _charts(at) if "at each character" in str(c.get("title", ""))]
-    assert not at.exception and heat[0]["title"].startswith("JS") and at.query_params["div"] == ["js"]
+    assert not at.exception and _heatmaps(at)[0][0]["title"].startswith("JS") and at.query_params["div"] == "js"
     at.text_area(key="kl_x_text").input("x" * 201).run()
     assert _errors(at) == ("the text is 201 UTF-8 bytes; the per-byte comparison takes at most 200: shorten it, "
                            "or compare the models on a corpus below")
-    assert not [c for c in _charts(at) if "at each character" in str(c.get("title", ""))]
+    assert not _heatmaps(at)
     assert at.title[0].value == "KL divergence" and at.button(key="kl_x_gap_go")  # the rest of the page is there
 
 
@@ -164,7 +174,7 @@ def test_small_vs_large_page_measures_kl_between_the_pair():
     table = next(d.value for d in at.dataframe if "95% interval" in d.value.columns)
     small, large = lc.headline_pair()
     direct = table[table["KL"].str.contains("measured directly")]
-    assert direct["KL"].tolist() == [f"KL({small}‖{large}), measured directly", f"KL({large}‖{small}), measured directly"]
+    assert direct["KL"].tolist() == [f"KL({a}‖{b}), measured directly" for a, b in ((small, large), (large, small))]
     assert direct["value"].map(math.isfinite).all() and direct["units"].str.startswith("nats per byte").all()
     assert all(lo <= v <= hi for v, (lo, hi) in zip(direct["value"], direct["95% interval"].map(json.loads)))
     assert table["KL"].str.contains("MAUVE cluster histograms").sum() == 2
