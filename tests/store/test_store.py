@@ -549,7 +549,7 @@ except StoreError as e:
 
 
 def test_read_only_folder_serves_rows_and_refuses_writes(tmp_path):
-    faults = pytest.importorskip("faults")
+    from tests.support import faults
     ro = tmp_path / "ro"
     ro.mkdir()
     db = ro / "s.sqlite"
