@@ -8,9 +8,8 @@ exactly, which spreading each token's surprisal evenly over its bytes does not.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -186,23 +185,10 @@ def test_divergences_symmetric_bounded_nonnegative():
 
 # ----------------------------------------------------------------------------- bundled models
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """torch on one thread meanwhile: forward calls of a few tokens each ran 6-25x slower on two
-    threads of a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dists(smol, gemma) -> dict[str, NextByteDists]:
     """Both models' next-byte distributions over SENTENCE, computed once for this module."""
-    with one_thread():
-        return {"smol": next_byte_distributions(smol, SENTENCE), "gemma": next_byte_distributions(gemma, SENTENCE)}
+    return {"smol": next_byte_distributions(smol, SENTENCE), "gemma": next_byte_distributions(gemma, SENTENCE)}
 
 
 def test_byte_round_trip(smol, gemma):
@@ -236,8 +222,7 @@ def test_distributions_are_normalised(smol, gemma, dists):
 def test_chain_rule_bounds_the_canonical_likelihood(smol, gemma, dists):
     for key, lm in (("smol", smol), ("gemma", gemma)):
         r, tm = dists[key], LMTokenModel(lm)
-        with one_thread():
-            ref = float(reference_logprobs(lm, [tm.prefix_token], [*tm.encode(SENTENCE), tm.eos_token]).sum())
+        ref = float(reference_logprobs(lm, [tm.prefix_token], [*tm.encode(SENTENCE), tm.eos_token]).sum())
         assert r.canonical_logprob == pytest.approx(ref, abs=2e-3)  # the trie's forward steps = a plain forward
         assert r.canonical_logprob - 1e-9 <= r.chain_logprob <= ref + CHAIN_GAP_NATS[key]
         assert r.pruned_total[-1] < 1e-2
