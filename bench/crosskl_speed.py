@@ -22,7 +22,7 @@ store of its own (a short text, one prompt), so first-call costs are left out:
              largest total-variation distance between their next-byte distributions over the
              positions, next to the default run's `pruned_total` (the error estimate it reports)
 
-The defaults are sized for about 8 minutes on 2 cores; the last line is the figures as JSON.
+The defaults take about 6 minutes on 2 quiet cores; the last line is the figures as JSON.
 On a machine whose cores are busy with other work, --threads 1 keeps torch's threads from
 waiting on each other at every operation (two threads can then be many times slower).
 """
