@@ -367,9 +367,11 @@ def corpus_texts(name: str, n: int) -> tuple[str, ...]:
     return tuple(corpus(name, limit=n))
 
 
-@st.cache_data(show_spinner="Comparing next-token distributions…", max_entries=32)
-def token_kl(a: str, a_dtype: str, b: str, b_dtype: str, text: str) -> runs.TokenKLResult:
-    return runs.run_token_kl(model(a, a_dtype), model(b, b_dtype), text, max_length=256)
+def token_kl(a: str, a_dtype: str, b: str, b_dtype: str, text: str, progress=None) -> runs.TokenKLResult:
+    """Token-level KL between two models that share a tokenizer, on the first 256 tokens of a
+    text: computed once per arguments, in the models' queue (`progress` shows the place)."""
+    return _results().get(("tokenkl", a, a_dtype, b, b_dtype, text), lambda: runs.run_token_kl(
+        model(a, a_dtype), model(b, b_dtype), text, max_length=256), progress, (_turns(), (a, b)))
 
 
 @st.cache_data(show_spinner=False)

@@ -74,7 +74,7 @@ def tokens() -> None:
     text = st.text_area("text", "The cat sat on the mat because it was warm and the sun was shining.", key="kl_tok_text")
     if not (a and b):
         return
-    res = lc.guard(lc.token_kl, a, a_dt, b, b_dt, text, task="Comparing next-token distributions")
+    res = lc.guard(lc.token_kl, a, a_dt, b, b_dt, text, progress="Comparing next-token distributions")
     if res is None:
         return
     s = res.summary()
