@@ -52,15 +52,19 @@ def streamlit_server(cwd: Path = ROOT, **env: str):
         proc.wait(timeout=30)
 
 
-def settle(page, timeout_s: int = 600) -> None:
-    """Wait until the page has a title and no script run, spinner or progress bar is showing."""
+def settle(page, timeout_s: int = 600, quiet_s: float = 1.0) -> None:
+    """Wait until the page has a title and no script run, spinner or progress bar has shown for
+    `quiet_s` on end (a rerun marks the page busy within a few tenths of a second of the input
+    that started it), polling every 0.1 s."""
     page.wait_for_selector("h1", timeout=timeout_s * 1000)
-    time.sleep(2)
-    for _ in range(timeout_s):
-        if page.locator(BUSY).count() == 0:
-            break
-        time.sleep(1)
-    time.sleep(1)
+    end = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    while time.monotonic() < end:
+        if page.locator(BUSY).count():
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+        time.sleep(0.1)
 
 
 def rss_mb(pid: int) -> float:
