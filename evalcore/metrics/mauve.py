@@ -119,7 +119,8 @@ class Quantizer:
         faiss = import_faiss()
         with one_openmp_thread():
             km = faiss.Kmeans(data.shape[1], int(self.k), niter=self.max_iter, verbose=False,
-                              nredo=self.n_init, update_index=True, seed=self.random_state)
+                              nredo=self.n_init, update_index=True, seed=self.random_state,
+                              min_points_per_centroid=1)  # only silences faiss's "provide at least" warning
             km.train(data)
             self.labels_ = km.index.search(data, 1)[1].reshape(-1)
         self.kmeans_ = km

@@ -40,8 +40,11 @@ def _thash(text: str) -> str:
 
 
 def model_texts(lm: LoadedModel, indices: Sequence[int], decoding: Decoding, *, dataset: HellaSwag | None = None,
-                store: Store | None = None, batch_size: int = 16, progress: Progress | None = None) -> list[str]:
-    """The model's continuation of each item's context; generated once, then read from the store."""
+                store: Store | None = None, batch_size: int = 40, progress: Progress | None = None) -> list[str]:
+    """The model's continuation of each item's context; generated once, then read from the store.
+
+    Rows are generated in equal batches of at most `batch_size` (a text does not depend on its batch).
+    """
     from evalcore import scoring
 
     ds = dataset or HellaSwag()
@@ -52,8 +55,9 @@ def model_texts(lm: LoadedModel, indices: Sequence[int], decoding: Decoding, *, 
             for it in items]
 
     def compute(todo: list[int]) -> Batches:
-        for s in range(0, len(todo), batch_size):
-            chunk = todo[s : s + batch_size]
+        n_chunks = -(-len(todo) // batch_size)  # equal chunks of at most batch_size: 80 texts run as 2 x 40
+        for c in range(n_chunks):
+            chunk = todo[c * len(todo) // n_chunks : (c + 1) * len(todo) // n_chunks]
             max_new = [decoding.max_new_tokens or int(np.clip(len(lm.tokenizer(" " + items[i].choices[items[i].label])
                                                                   .input_ids), 8, 64)) for i in chunk]
             gen = scoring.generate(lm, [items[i].query for i in chunk], [str(items[i].index) for i in chunk], max_new,
