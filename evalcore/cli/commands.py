@@ -192,6 +192,8 @@ def add_mauve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float_in(0, 1, lo_open=True), default=0.95, help="nucleus mass in (0, 1]; 1 = off")
     p.add_argument("--top-k", type=int_in(0), default=0, help="sample from the k most likely tokens; 0 = off")
     p.add_argument("--max-new-tokens", type=int_in(1, 4096), default=None, help="default: the gold ending's length")
+    p.add_argument("--batch-size", type=int_in(1), default=None,
+                   help="rows generated at once (default 40; a text does not depend on its batch)")
     device_args(p)
     device_map_arg(p)
     backend_arg(p)
@@ -229,7 +231,8 @@ def _lab_from_model(args: argparse.Namespace) -> tuple[MauveLab, dict[str, Any]]
         store = Store(args.store)
         if d.enabled:
             bar, update = progress_bar(f"generate {lm.spec.name} (rank 0's shard)", enabled=d.is_main)
-            model_texts(lm, d.shard(idx), dec, dataset=ds, store=store, progress=update)
+            model_texts(lm, d.shard(idx), dec, dataset=ds, store=store, batch_size=args.batch_size,
+                        progress=update)
             bar.close()
             d.barrier()
             if not d.is_main:
@@ -239,7 +242,8 @@ def _lab_from_model(args: argparse.Namespace) -> tuple[MauveLab, dict[str, Any]]
         else:
             feat, kind = load_model(args.featurizer, device=d.device, dtype=args.featurizer_dtype), "causal"
         bar, update = progress_bar(f"generate {lm.spec.name}")
-        lab = run_mauve(lm, feat, idx, dec, kind=kind, dataset=ds, store=store, seed=args.seed, progress=update)
+        lab = run_mauve(lm, feat, idx, dec, kind=kind, dataset=ds, store=store, seed=args.seed,
+                        batch_size=args.batch_size, progress=update)
         bar.close()
     return lab, {"source": "hellaswag", "model": lm.identity(), "featurizer": feat.identity(),
                  "decoding": dec.to_dict(), "n": len(idx)}

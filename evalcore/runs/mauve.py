@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GENERATE_VERSION = 2  # bump when `scoring.generate` draws other texts for the same inputs
+GENERATE_BATCH = 40  # rows generated at once: 40 ran 15% faster than 16 for Gemma 3 on one core
 
 
 def _thash(text: str) -> str:
@@ -40,10 +41,11 @@ def _thash(text: str) -> str:
 
 
 def model_texts(lm: LoadedModel, indices: Sequence[int], decoding: Decoding, *, dataset: HellaSwag | None = None,
-                store: Store | None = None, batch_size: int = 40, progress: Progress | None = None) -> list[str]:
+                store: Store | None = None, batch_size: int | None = None, progress: Progress | None = None) -> list[str]:
     """The model's continuation of each item's context; generated once, then read from the store.
 
-    Rows are generated in equal batches of at most `batch_size` (a text does not depend on its batch).
+    Rows are generated in equal batches of at most `batch_size` (default `GENERATE_BATCH`); a text
+    does not depend on its batch.
     """
     from evalcore import scoring
 
@@ -55,7 +57,7 @@ def model_texts(lm: LoadedModel, indices: Sequence[int], decoding: Decoding, *, 
             for it in items]
 
     def compute(todo: list[int]) -> Batches:
-        n_chunks = -(-len(todo) // batch_size)  # equal chunks of at most batch_size: 80 texts run as 2 x 40
+        n_chunks = -(-len(todo) // (batch_size or GENERATE_BATCH))  # equal chunks of at most batch_size: 80 texts run as 2 x 40
         for c in range(n_chunks):
             chunk = todo[c * len(todo) // n_chunks : (c + 1) * len(todo) // n_chunks]
             max_new = [decoding.max_new_tokens or int(np.clip(len(lm.tokenizer(" " + items[i].choices[items[i].label])
@@ -168,7 +170,7 @@ class MauveLab:
 
 def run_mauve(lm: LoadedModel, featurizer: LoadedModel, indices: Sequence[int], decoding: Decoding, *, kind: str = "minilm",
               dataset: HellaSwag | None = None, store: Store | None = None, seed: int = 25,
-              progress: Progress | None = None) -> MauveLab:
+              batch_size: int | None = None, progress: Progress | None = None) -> MauveLab:
     """Human HellaSwag texts (P) vs the model's continuations of the same contexts (Q)."""
     if len(indices) < 4:
         raise InputError(f"{len(indices)} items: MAUVE needs at least 4 texts per side (40+ for stable numbers)")
@@ -176,7 +178,7 @@ def run_mauve(lm: LoadedModel, featurizer: LoadedModel, indices: Sequence[int], 
     ds = dataset or HellaSwag()
     store = store or Store()
     human = [it.choices[it.label] for it in ds.items(list(indices))]
-    model = model_texts(lm, indices, decoding, dataset=ds, store=store, progress=progress)
+    model = model_texts(lm, indices, decoding, dataset=ds, store=store, batch_size=batch_size, progress=progress)
     fp = features(featurizer, human, kind=kind, store=store)
     fq = features(featurizer, model, kind=kind, store=store)
     lab = MauveLab.from_features(fp, fq, p_texts=human, q_texts=model, seed=seed)
