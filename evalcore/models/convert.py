@@ -1,7 +1,7 @@
 """Bundled GGUF files -> safetensors in the cache folder, once, under a file lock.
 
-transformers dequantizes a GGUF slowly (about 17 s for SmolLM2, 43 s for Gemma 3), so the
-result is saved as safetensors + tokenizer files under `<cache>/models/NAME-vCONVERT_VERSION`
+Loading a GGUF through transformers is slow (it parses the file three times; `runtime.gguf_parsed_once`
+makes that once), so the result is saved as safetensors + tokenizer files under `<cache>/models/NAME-vCONVERT_VERSION`
 with `evalcore-meta.json` (written last): each file's size, SHA-256, mtime, ctime and inode.
 A file whose stat differs from its record is hashed again; other bytes mean the folder is
 rebuilt. Processes, torchrun ranks and app sessions wait on one lock per model; the folder is
@@ -124,10 +124,13 @@ def _convert(spec: ModelSpec, out: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from evalcore.runtime import gguf_parsed_once
+
     gguf, sha = _gguf_path(spec)
     t0 = time.perf_counter()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with gguf_parsed_once():
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # transformers marks a GGUF-loaded model as quantized although its weights are already
     # dequantized floats; clear the marker so it saves, and so the saved config does not
     # ask for a GGUF file again.

@@ -22,8 +22,8 @@ CONVERTED = models.converted_dir(models.resolve_spec(F.MODEL)).name
 
 
 def test_a_conversion_killed_part_way_then_two_ranks_on_that_cache_convert_once(tmp_path):
-    """Both first-use stories on one empty cache, for one conversion (dequantizing SmolLM2's GGUF
-    is most of a conversion's ~17 s, and each story needs one that starts from nothing):
+    """Both first-use stories on one empty cache, for one conversion (SmolLM2's, ~11 s: the
+    slow step of a first use, and each story needs one that starts from nothing):
 
     1. SIGKILL during the conversion leaves its temporary folder `.NAME.tmpPID` and no
        converted folder.
