@@ -105,6 +105,7 @@ class Server:
             self.proc = subprocess.Popen(self.group.wrap(cmd), cwd=ROOT,
                                          env=env, stdout=subprocess.DEVNULL, stderr=log)
         self.peak_rss = 0
+        self.peak = {"RssAnon": 0, "RssFile": 0}
         self._stop = threading.Event()
         threading.Thread(target=self._sample, daemon=True).start()
         for _ in range(240):
@@ -118,18 +119,28 @@ class Server:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak_rss = max(self.peak_rss, self.hwm())
+            now = self.status()
+            self.peak_rss = max(self.peak_rss, now.get("VmHWM", 0))
+            for k in self.peak:
+                self.peak[k] = max(self.peak[k], now.get(k, 0))
             time.sleep(0.5)
+
+    def status(self) -> dict[str, int]:
+        """The server's memory lines of /proc/PID/status in bytes: VmHWM (peak resident memory so
+        far), RssAnon (its own allocations) and RssFile (mapped files: weights, libraries)."""
+        out = {}
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                k, _, v = line.partition(":")
+                if k in ("VmHWM", "RssAnon", "RssFile"):
+                    out[k] = int(v.split()[0]) * 1024
+        except OSError:
+            pass
+        return out
 
     def hwm(self) -> int:
         """The server's peak resident memory so far (VmHWM), in bytes."""
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
+        return self.status().get("VmHWM", 0)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -149,15 +160,24 @@ class Server:
 
 def settled(page, limit_s: float) -> bool:
     """Wait until no script run, spinner or progress bar shows; False after `limit_s`."""
-    t0 = time.perf_counter()
+    return follow(page, time.perf_counter(), limit_s, chart=False)[1]
+
+
+def follow(page, t0: float, limit_s: float, *, chart: bool = True) -> tuple[float | None, bool, bool]:
+    """Watch a page from `t0` until it shows a chart (unless `chart=False`) and nothing has been
+    busy for three polls in a row. Returns (seconds to the first chart or None, settled within
+    `limit_s`, a progress bar seen meanwhile)."""
+    first, progress, quiet = None, False, 0
     time.sleep(1.0)
-    quiet = 0
     while time.perf_counter() - t0 < limit_s:
+        if first is None and page.locator(CHART).count():
+            first = time.perf_counter() - t0
+        progress = progress or page.locator('[data-testid="stProgress"]').count() > 0
         quiet = quiet + 1 if page.locator(BUSY).count() == 0 else 0
-        if quiet >= 3:
-            return True
+        if quiet >= 3 and (first is not None or not chart):
+            return first, True, progress
         time.sleep(0.3)
-    return False
+    return first, False, progress
 
 
 def visit(url: str, label: str, rows: list[dict], failures: list[str], limit_s: float) -> None:
@@ -172,15 +192,10 @@ def visit(url: str, label: str, rows: list[dict], failures: list[str], limit_s: 
                 q = link.format(m=m)
                 t0 = time.perf_counter()
                 page.goto(f"{url}/{path}{q}")
-                first = None
-                try:
-                    page.wait_for_selector(CHART, timeout=limit_s * 1000 * 3)
-                    first = time.perf_counter() - t0
-                except Exception:  # noqa: BLE001 - recorded as a failure below
-                    failures.append(f"{label} /{path}{q}: no chart within {limit_s * 3:.0f} s")
-                done = settled(page, limit_s * 3)
+                first, done, progress_seen = follow(page, t0, limit_s * 3)
                 total = time.perf_counter() - t0
-                progress_seen = page.locator('[data-testid="stProgress"]').count()
+                if first is None:
+                    failures.append(f"{label} /{path}{q}: no chart within {limit_s * 3:.0f} s")
                 rows.append({"visitor": label, "page": f"/{path}{q}", "first_chart_s": first, "settled_s": total,
                              "settled": done, "progress": progress_seen})
                 for s in range(page.locator('[data-testid="stSlider"] [role="slider"]').count()):
@@ -246,6 +261,7 @@ def main() -> int:
         cold_s = time.perf_counter() - t0
         visit(server.url, "warm", rows, failures, GOALS["first_chart_s"])
         peak = max(server.peak_rss, server.hwm())
+        anon, mapped = server.peak["RssAnon"], server.peak["RssFile"]
         alive, ooms = server.alive(), server.oom_kills()
     finally:
         server.close()
@@ -261,7 +277,8 @@ def main() -> int:
     warm = [r["first_chart_s"] for r in rows if r["visitor"] == "warm" and r["first_chart_s"] is not None]
     say(f"\nfirst chart, cold: median {statistics.median(cold):.1f} s, max {max(cold):.1f} s" if cold else "no cold chart")
     say(f"first chart, warm: median {statistics.median(warm):.1f} s, max {max(warm):.1f} s" if warm else "no warm chart")
-    say(f"peak server RSS: {peak / 2**30:.2f} GiB (goal ≤ {GOALS['peak_rss_gb']} GiB), cgroup OOM kills: {ooms}")
+    say(f"peak server RSS: {peak / 2**30:.2f} GiB (goal ≤ {GOALS['peak_rss_gb']} GiB), cgroup OOM kills: {ooms}; "
+        f"sampled peaks every 0.5 s: anonymous {anon / 2**30:.2f} GiB, mapped files {mapped / 2**30:.2f} GiB")
     say(f"Cloud's no-token pair, stated not rehearsed (the hub is unreachable here): {cloud_pair_memory()}")
     say(f"failures: {len(failures)}")
     for f in failures:

@@ -61,7 +61,7 @@ def test_the_pair_falls_back_to_smollm2_without_a_token(monkeypatch):
 
 def test_larger_models_load_in_bfloat16():
     assert lc.app_dtype("smollm2-135m") == "float32"
-    assert lc.app_dtype("gemma3-270m") == "float32"
+    assert lc.app_dtype("gemma3-270m") == "bfloat16"
     assert lc.app_dtype("smollm2-360m") == "bfloat16"
     assert lc.app_dtype("/some/local/folder") == "float32"
 
