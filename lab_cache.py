@@ -77,6 +77,7 @@ def import_backends() -> bool:
     and the page that needs it says so through `guard`.
     """
     with _IMPORT_LOCK:
+        runtime.prefer_small_memory()  # a shared box: freed memory goes back (see `Memo.get`)
         ok = True
         for name in _LAZY_LIBRARIES:
             try:
@@ -330,6 +331,7 @@ class Memo:
                     for name in sorted({who} if isinstance(who, str) else set(who)):
                         held.enter_context(queue.turn(name, on_wait))
                     value = compute()
+            runtime.release_free_memory()  # the activations' heap pages, back to the box
             with self._lock:
                 self._data[key] = value
                 self._key_locks.pop(key, None)

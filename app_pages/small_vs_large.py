@@ -29,6 +29,7 @@ if st.button("Measure all sizes", key="svl_go", type="primary") or st.session_st
     st.session_state["svl_done"] = True
     rows = []
     wiki = lc.corpus_texts("wikipedia", 10)
+    table = st.empty()  # grows a row per model as each is measured
     for m in names:
         hs = lc.guard(lc.hellaswag, m, n_hs, progress=f"{m}: HellaSwag")
         lab = lc.guard(lc.mauve_lab, m, n_mv, progress=f"{m}: generating for MAUVE")
@@ -39,9 +40,9 @@ if st.button("Measure all sizes", key="svl_go", type="primary") or st.session_st
         rows.append({"model": m, "parameters (M)": lc.params(m), "KL(P‖Q) human→model": r.kl_pq, "MAUVE": r.mauve,
                      "perplexity (Wikipedia)": ppl.metrics.perplexity, "bits/byte": ppl.metrics.bits_per_byte,
                      "HellaSwag acc": hs.acc.value, "HellaSwag acc_norm": hs.acc_norm.value})
+        table.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     if rows:
         df = pd.DataFrame(rows)
-        st.dataframe(df, hide_index=True, width="stretch")
         st.download_button("table (CSV)", df.to_csv(index=False), "small_vs_large.csv", key="svl_dl")
         long = df.melt(id_vars=["model", "parameters (M)"], var_name="measure")
         st.altair_chart(alt.Chart(long).mark_line(point=True).encode(

@@ -9,8 +9,9 @@
        count instead;
     3. `streamlit run app.py` from the repository, as Cloud runs it, on one core (taskset) under
        a hard memory cap (a cgroup v1 group with memory.limit_in_bytes; removed afterwards);
-    4. two Chromium visitors at once, each visiting every page with both models of the pair and
-       moving each slider; then a third visitor repeats the round warm.
+    4. two Chromium visitors at once, each visiting every page with both models of the pair,
+       pressing the button of a page that starts idle (Small vs large) and moving each slider;
+       then a third visitor repeats the round warm.
 
 Prints peak server RSS, time to first chart and to a settled page per page (cold, warm), and
 the failures; exits 1 when a goal is missed. Needs root (the cgroup) and Debian's chromium.
@@ -47,6 +48,7 @@ CLOUD_PAIR = ("smollm2-135m", "smollm2-360m")  # Cloud without an HF token
 # shows both models of the pair itself)
 PAGES = {"": "", "kl": "?a={m}&b={m}", "perplexity": "?model={m}", "mauve": "?model={m}", "hellaswag": "",
          "small_vs_large": ""}
+PRESS = {"small_vs_large": "Measure all sizes"}  # pages that start idle: the button a visitor presses first
 CHART = '[data-testid="stVegaLiteChart"], [data-testid="stDataFrame"], [data-testid="stArrowVegaLiteChart"]'
 BUSY = ('[data-testid="stStatusWidget"], [data-testid="stSkeleton"], [data-testid="stSpinner"], '
         '[data-testid="stProgress"]')
@@ -192,6 +194,8 @@ def visit(url: str, label: str, rows: list[dict], failures: list[str], limit_s: 
                 q = link.format(m=m)
                 t0 = time.perf_counter()
                 page.goto(f"{url}/{path}{q}")
+                if path in PRESS:
+                    page.get_by_role("button", name=PRESS[path]).click(timeout=limit_s * 1000)
                 first, done, progress_seen = follow(page, t0, limit_s * 3)
                 total = time.perf_counter() - t0
                 if first is None:

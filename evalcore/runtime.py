@@ -2,6 +2,8 @@
 never over a value the user (or the machine) already set.
 
     tune_cpu_allocator()     glibc malloc thresholds that keep activation pages mapped (CPU loads)
+    prefer_small_memory()    a server's choice instead: glibc's own thresholds, and
+    release_free_memory()    freed heap memory handed back after each heavy call
     sdpa_gqa()               transformers' CPU attention reads grouped key/value heads directly
                              (TRANSFORMERS_SDPA_FORCE_GQA), for the duration of a forward pass
     env_default(name, v)     a variable set only for the duration of one step (a library that
@@ -23,7 +25,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +63,48 @@ def _tune_malloc() -> bool:
     if os.environ.get("EVALCORE_TUNE_MALLOC", "1") == "0" or any(k in os.environ for k in _MALLOC_ENV) \
             or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
+    _malloc_tuned = _set_malloc_thresholds(MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD)
+    log.debug("glibc malloc thresholds set: %s", _malloc_tuned)
+    return _malloc_tuned
+
+
+def _glibc() -> Any:
+    """The C library when it is glibc on Linux (for mallopt and malloc_trim), else None."""
     import ctypes
     import platform
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
+        return None
     try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+def _set_malloc_thresholds(mmap_bytes: int, trim_bytes: int) -> bool:
+    libc = _glibc()
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # malloc.h
-    _malloc_tuned = bool(mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
-    log.debug("glibc malloc thresholds set: %s", _malloc_tuned)
-    return _malloc_tuned
+    return libc is not None and bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_bytes) and libc.mallopt(M_TRIM_THRESHOLD, trim_bytes))
+
+
+def prefer_small_memory() -> None:
+    """For a server that shares a small box (the app): glibc's own malloc thresholds in this
+    process, never `tune_cpu_allocator`'s, which keep up to `MALLOC_TRIM_THRESHOLD` of freed
+    memory per process for speed. Call it before the first model load; if the thresholds were
+    already set, glibc's defaults (128 KiB) are put back. A user's own settings still win."""
+    global _malloc_tuned
+    with _LOCK:
+        if _malloc_tuned:
+            _set_malloc_thresholds(128 << 10, 128 << 10)
+        _malloc_tuned = False
+
+
+def release_free_memory() -> bool:
+    """Return the memory freed tensors left in glibc's heaps to the OS (`malloc_trim(0)`; glibc
+    keeps a heap per thread that allocated, and a server runs each visitor in a thread). For a
+    server, after a heavy call; a few milliseconds. True when glibc released something."""
+    libc = _glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
 
 
 def sdpa_gqa() -> contextlib.AbstractContextManager[None]:

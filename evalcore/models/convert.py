@@ -123,8 +123,11 @@ def ensure_converted(spec: ModelSpec) -> Path:
 def _convert(spec: ModelSpec, out: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from evalcore.runtime import gguf_parsed_once
+
+    hf_logging.disable_progress_bar()  # library code never prints; the CLI and the app show their own progress
 
     gguf, sha = _gguf_path(spec)
     t0 = time.perf_counter()

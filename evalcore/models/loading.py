@@ -76,6 +76,9 @@ class LoadedModel:
 
 
 _LOADED: dict[tuple[str | None, ...], LoadedModel] = {}
+# one tokenizer per model folder and content, shared by its loads at other dtypes and devices
+# (Gemma 3's vocabulary of 262k tokens takes ~0.3 GB); nothing mutates a tokenizer after loading
+_TOKENIZERS: dict[tuple[str | None, ...], Any] = {}
 _LOCK = threading.Lock()
 BACKENDS = ("auto", "native", "transformers")
 
@@ -109,11 +112,12 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", device_m
     key = (spec.name, content, dev, dt, device_map, backend)
     with _LOCK:
         if key not in _LOADED:
-            _LOADED[key] = _load(spec, dev, dt, device_map=device_map, backend=backend)
+            _LOADED[key] = _load(spec, dev, dt, device_map=device_map, backend=backend, content=content)
         return _LOADED[key]
 
 
-def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = None, backend: str = "auto") -> LoadedModel:
+def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = None, backend: str = "auto",
+          content: str = "") -> LoadedModel:
     t0 = time.perf_counter()
     if device == "cpu":
         runtime.tune_cpu_allocator()
@@ -137,7 +141,10 @@ def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = 
             raise ModelUnavailableError(f"model {spec.name!r}: evalcore's native forward implements "
                                         f"{' and '.join(native.ARCHITECTURES)} models in a local folder or hub "
                                         "snapshot, without RoPE scaling or biases; use backend='transformers'")
-        tok = _load_tokenizer(spec, folder, revision)
+        tok_key = (spec.name, content, folder, revision)
+        tok = _TOKENIZERS.get(tok_key)
+        if tok is None:
+            tok = _TOKENIZERS[tok_key] = _load_tokenizer(spec, folder, revision)
         kind = "native" if model is not None else "transformers"
         if model is None:
             model = _load_transformers(folder, device, dtype, revision, device_map)

@@ -73,7 +73,9 @@ def _meminfo(field: str) -> int | None:
 
 def _cgroup_limit() -> tuple[int | None, int | None]:
     """(limit, usage) in bytes of the memory cgroup this process runs in (v2 or v1), or Nones
-    when there is none or it is unlimited."""
+    when there is none or it is unlimited. Usage leaves out the inactive file cache (as docker
+    reports it): pages of files read a while ago, which the kernel drops before it would
+    refuse or kill anything (e.g. a model's weights read once, while converting them)."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
@@ -93,8 +95,18 @@ def _cgroup_limit() -> tuple[int | None, int | None]:
         except (OSError, ValueError):
             continue
         if limit_text.isdigit() and int(limit_text) < 1 << 60:  # "max" or v1's huge number: no limit
-            return int(limit_text), usage
+            return int(limit_text), max(0, usage - _inactive_file(d / "memory.stat"))
     return None, None
+
+
+def _inactive_file(stat: Path) -> int:
+    """The cgroup's inactive file cache in bytes (v1: total_inactive_file, v2: inactive_file), 0 if unknown."""
+    try:
+        fields = dict(line.split() for line in stat.read_text().splitlines() if line.count(" ") == 1)
+    except (OSError, ValueError):
+        return 0
+    value = fields.get("total_inactive_file", fields.get("inactive_file", "0"))
+    return int(value) if value.isdigit() else 0
 
 
 def _cgroup_free() -> int | None:

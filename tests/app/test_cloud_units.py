@@ -162,6 +162,36 @@ def test_a_containers_memory_limit_is_read_from_its_cgroup(tmp_path):
     assert total_memory_bytes() > total  # this process is not in the group
 
 
+CACHE_CHILD = """
+import sys
+from evalcore.models import free_memory_bytes
+before = free_memory_bytes("cpu")
+with open(sys.argv[1], "rb") as f:  # read once: page cache charged to the group, then inactive
+    while f.read(1 << 24):
+        pass
+print(before, free_memory_bytes("cpu"))
+"""
+
+
+def test_file_cache_the_kernel_can_drop_does_not_count_as_used(tmp_path):
+    """A file read once (e.g. weights while converting them) fills the group's page cache; the
+    kernel drops it before refusing anything, so a model load must not be refused for it."""
+    big = tmp_path / "big.bin"
+    with big.open("wb") as f:
+        for _ in range(40):
+            f.write(os.urandom(1 << 24))  # 640 MiB
+    os.posix_fadvise(os.open(big, os.O_RDONLY), 0, 0, os.POSIX_FADV_DONTNEED)  # not cached outside the group
+    try:
+        group = MemoryGroup(f"evalcore-test-{os.getpid()}", 1536 * 2**20)
+    except OSError:
+        pytest.skip("needs root and cgroup v1's memory controller (the test machines have both)")
+    with group:
+        out = subprocess.run(group.wrap([sys.executable, "-c", CACHE_CHILD, str(big)]), cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    before, after = map(int, out)
+    assert after > before - 200 * 2**20, (before, after)  # not the 640 MiB just read
+
+
 def test_work_on_two_models_holds_both_turns():
     """A two-model measure (per-byte KL) waits for both models' turns; one model on both sides
     takes its turn once."""

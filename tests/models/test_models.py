@@ -86,6 +86,13 @@ def test_model_loaded_once_per_process(smol):
     assert models.load_model("smollm2-135m", device="cpu", dtype="float32") is smol
 
 
+def test_one_tokenizer_per_model_whatever_the_dtype(smol):
+    """A second dtype of a loaded model shares its tokenizer (Gemma 3's takes ~0.3 GB)."""
+    half = models.load_model("smollm2-135m", device="cpu", dtype="bfloat16")
+    assert half is not smol and half.model is not smol.model
+    assert half.tokenizer is smol.tokenizer
+
+
 def test_truncated_converted_cache_is_detected(tmp_path, smol):
     src = models.converted_dir(smol.spec)
     dst = tmp_path / "copy"
