@@ -13,6 +13,7 @@ take both models' turns, in name order, so no two sessions each hold a turn the 
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import logging
 import os
@@ -27,7 +28,7 @@ import streamlit as st
 from evalcore import models, runs, runtime
 from evalcore.data import MAX_TEXT_BYTES, HellaSwag, check_text, corpus, text_from_bytes
 from evalcore.data import prompts as corpus_prompts
-from evalcore.errors import EvalcoreError, InputError
+from evalcore.errors import EvalcoreError, InputError, NotEnoughMemoryError
 from evalcore.metrics import mauve as mauve_metric
 from evalcore.models import (
     OFFLINE_PAIR,
@@ -40,6 +41,7 @@ from evalcore.models import (
     load_embedder,
     load_model,
     total_memory_bytes,
+    unload,
     weights_bytes,
 )
 from evalcore.models.hub import hub_snapshot
@@ -60,6 +62,7 @@ _LAZY_LIBRARIES = ("tokenizers", "safetensors", "huggingface_hub", "pyarrow", "s
 _IMPORT_LOCK = threading.Lock()
 _PREPARE_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalcore-prepare")
 _PREPARE_LOCK = threading.Lock()
+_MODELS_LOCK = threading.Lock()  # the loaded-models table (`_model`)
 
 
 @st.cache_resource(show_spinner="Starting: importing the model libraries…")
@@ -176,9 +179,47 @@ def _prepare(name: str) -> None:
     job.result()  # its error, if any, reaches the page's guard
 
 
-@st.cache_resource(show_spinner="Loading model…")
+@st.cache_resource(show_spinner=False)
+def _loaded() -> OrderedDict:
+    """(name, dtype) -> LoadedModel, least recently used first: the models this server holds."""
+    return OrderedDict()
+
+
 def _model(name: str, dtype: str):
-    return load_model(name, device="auto", dtype=dtype)
+    """The model at `dtype`, loaded once per process. When it would not fit in free memory, the
+    models no session is using (nobody holds or awaits their turn) are unloaded, least recently
+    used first, and the load is tried again: a class moving between pages and models then never
+    holds more than the models in use."""
+    loaded, key = _loaded(), (name, dtype)
+    with _MODELS_LOCK:
+        if key in loaded:
+            loaded.move_to_end(key)
+            return loaded[key]
+    with st.spinner("Loading model…"):
+        try:
+            lm = load_model(name, device="auto", dtype=dtype)
+        except NotEnoughMemoryError:
+            if not _unload_idle(keep=name):
+                raise
+            lm = load_model(name, device="auto", dtype=dtype)
+    with _MODELS_LOCK:
+        loaded[key] = lm
+    return lm
+
+
+def _unload_idle(keep: str) -> int:
+    """Unload the loaded models other than `keep` that no session is using; returns how many."""
+    loaded, turns = _loaded(), _turns()
+    with _MODELS_LOCK:
+        idle = [k for k in loaded if k[0] != keep and turns.idle(k[0])]
+        dropped = [loaded.pop(k) for k in idle]
+    for lm in dropped:
+        unload(lm)
+        log.info("unloaded %s (%s) to make room", lm.spec.name, lm.dtype)
+    del dropped
+    gc.collect()
+    runtime.release_free_memory()
+    return len(idle)
 
 
 @st.cache_resource(show_spinner=False)
@@ -273,6 +314,12 @@ class Turns:
             with self._cv:
                 line.remove(me)
                 self._cv.notify_all()
+
+
+    def idle(self, name: str) -> bool:
+        """True when nobody holds or awaits `name`'s turn."""
+        with self._cv:
+            return not self._lines.get(name)
 
 
 @st.cache_resource(show_spinner=False)

@@ -14,6 +14,10 @@ class ModelUnavailableError(EvalcoreError):
     """The model is known but cannot be loaded here (bundle missing, hub unreachable offline)."""
 
 
+class NotEnoughMemoryError(ModelUnavailableError):
+    """A model refused before loading because its weights would not fit in free memory."""
+
+
 class AssetError(EvalcoreError):
     """A bundled asset or cached file is missing, truncated or fails its checksum."""
 

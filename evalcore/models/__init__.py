@@ -22,7 +22,7 @@ from evalcore.models.convert import CONVERT_VERSION, converted_dir, ensure_conve
 from evalcore.models.device import device_summary, resolve_device, resolve_dtype
 from evalcore.models.hub import hub_commit, hub_offline, hub_token
 from evalcore.models.loading import (BACKENDS, LoadedModel, check_vocabulary, fuse_rms_norms, import_backends,
-                                     load_embedder, load_model)
+                                     load_embedder, load_model, unload)
 from evalcore.models.memory import (check_memory, free_memory_bytes, memory_limit_bytes, parameter_count,
                                     total_memory_bytes, weights_bytes)
 from evalcore.models.registry import EMBEDDER, OFFLINE_PAIR, ONLINE_PAIR, REGISTRY, ModelSpec, resolve_spec
@@ -33,4 +33,5 @@ __all__ = ["BACKENDS", "CONVERT_VERSION", "EMBEDDER", "OFFLINE_PAIR", "ONLINE_PA
            "check_vocabulary", "converted_dir", "device_summary", "ensure_converted", "free_memory_bytes",
            "fuse_rms_norms", "hub_commit", "hub_offline", "hub_token", "import_backends", "is_complete",
            "load_embedder", "load_gguf_direct", "load_model", "memory_limit_bytes", "parameter_count",
-           "resolve_device", "total_memory_bytes", "weights_bytes", "resolve_dtype", "resolve_spec", "weights_source"]
+           "resolve_device", "total_memory_bytes", "weights_bytes", "resolve_dtype", "resolve_spec", "unload",
+           "weights_source"]

@@ -116,6 +116,21 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", device_m
         return _LOADED[key]
 
 
+def unload(lm: LoadedModel) -> bool:
+    """Forget `lm` in this process's cache of loaded models (and its tokenizer, if no other
+    loaded model shares it): its memory is freed once nobody holds it, and the next
+    `load_model` of it loads it again. True when it was cached. For a server that must make
+    room for another model."""
+    with _LOCK:
+        keys = [k for k, v in _LOADED.items() if v is lm]
+        for k in keys:
+            del _LOADED[k]
+        if not any(v.tokenizer is lm.tokenizer for v in _LOADED.values()):
+            for k in [k for k, t in _TOKENIZERS.items() if t is lm.tokenizer]:
+                del _TOKENIZERS[k]
+    return bool(keys)
+
+
 def _load(spec: ModelSpec, device: str, dtype: str, *, device_map: str | None = None, backend: str = "auto",
           content: str = "") -> LoadedModel:
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from evalcore import checkpoint
-from evalcore.errors import InputError, ModelUnavailableError
+from evalcore.errors import InputError, NotEnoughMemoryError
 from evalcore.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,8 @@ def memory_limit_bytes() -> int | None:
 
 
 def check_memory(spec: ModelSpec, folder: str, dtype: str, device: str) -> None:
-    """Refuse, before loading, a model whose weights would not fit in free memory.
+    """Refuse, before loading, a model whose weights would not fit in free memory
+    (`NotEnoughMemoryError`).
 
     The estimate is parameters x bytes per parameter at `dtype`, plus 20% for activations
     and buffers; models already loaded in this process are not counted again.
@@ -149,7 +150,7 @@ def check_memory(spec: ModelSpec, folder: str, dtype: str, device: str) -> None:
     need = int(n * _DTYPE_BYTES.get(dtype, 4) * 1.2)
     free = free_memory_bytes(device)
     if need > free:
-        raise ModelUnavailableError(
+        raise NotEnoughMemoryError(
             f"{spec.name} needs about {need / 2**30:.1f} GiB on {device} at {dtype} ({n / 1e9:.2f}B parameters) "
             f"but {free / 2**30:.1f} GiB is free; pick a smaller model, use --dtype bfloat16, "
             "or on GPUs --device-map auto")

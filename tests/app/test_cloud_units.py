@@ -219,3 +219,43 @@ def test_work_on_two_models_holds_both_turns():
         t.join(5)
     assert done == ["pair", "a"]
     assert memo.get(("self",), lambda: "same model", turns=(turns, ("a", "a"))) == "same model"
+
+
+def test_a_load_that_would_not_fit_first_unloads_the_models_nobody_is_using(monkeypatch):
+    """The refusal is the real one's type; the models, their turns and the unloading are real."""
+    from evalcore import models
+    from evalcore.errors import NotEnoughMemoryError
+
+    lc._loaded().clear()
+    idle = lc._model("smollm2-135m", "bfloat16")  # not float32: the suite's shared model stays loaded
+    assert list(lc._loaded()) == [("smollm2-135m", "bfloat16")]
+    real, refused = lc.load_model, []
+
+    def tight(name, **kw):
+        if name == "gemma3-270m" and not refused:
+            refused.append(name)
+            raise NotEnoughMemoryError("gemma3-270m needs about 0.6 GiB but 0.4 GiB is free")
+        return real(name, **kw)
+
+    monkeypatch.setattr(lc, "load_model", tight)
+    held, release = threading.Event(), threading.Event()
+
+    def user():  # another session runs SmolLM2 meanwhile: its models are in use
+        with lc._turns().turn("smollm2-135m"):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=user)
+    t.start()
+    held.wait(10)
+    try:
+        with pytest.raises(NotEnoughMemoryError):  # nothing idle to unload: the refusal stands
+            lc._model("gemma3-270m", "bfloat16")
+    finally:
+        release.set()
+        t.join(10)
+    refused.clear()
+    gemma = lc._model("gemma3-270m", "bfloat16")  # refused once, then loaded after unloading the idle SmolLM2
+    assert refused and list(lc._loaded()) == [("gemma3-270m", "bfloat16")] and gemma.dtype == "bfloat16"
+    assert models.load_model("smollm2-135m", device="auto", dtype="bfloat16") is not idle  # loaded anew
+    lc._loaded().clear()
