@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GENERATE_VERSION = 2  # bump when `scoring.generate` draws other texts for the same inputs
-GENERATE_BATCH = 40  # rows generated at once: 40 ran 15% faster than 16 for Gemma 3 on one core
+GENERATE_BATCH = 40  # rows generated at once: fuller matmuls than 16 rows (bench/RESULTS.md, Generation)
 
 
 def _thash(text: str) -> str:
