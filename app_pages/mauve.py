@@ -59,15 +59,20 @@ def clusters(name: str, n: int, lab) -> None:
     _state.write(k=k)
     with st.spinner(f"Clustering with k = {k}…"):
         res = lc.guard(lab.result, k, task=f"MAUVE with k = {k}")
-        ci = lc.guard(lc.mauve_ci, name, n, k, task="The bootstrap interval") if res is not None else None
-    if res is None or ci is None:
+    if res is None:
         return
     m = st.columns(4)
     m[0].metric("MAUVE", f"{res.mauve:.3f}", help="area under the divergence curve")
-    m[1].metric("95% bootstrap CI", f"[{ci[0]:.2f}, {ci[1]:.2f}]", help="200 resamples of the texts, clusters fixed")
+    ci_help = "200 resamples of the texts, clusters fixed"
+    ci_slot = m[1].empty()  # filled after the α chart: a new k redraws the chart without waiting for the interval
+    ci_slot.metric("95% bootstrap CI", "…", help=ci_help)
     m[2].metric("MAUVE*", f"{res.mauve_star:.3f}", help="on add-0.5 smoothed histograms")
     m[3].metric("KL(P‖Q)", f"{res.kl_pq:.3f}", help="between the add-0.5 smoothed histograms, nats")
     mixture(name, n, k, res, lab.scaling)
+    ci = lc.guard(lc.mauve_ci, name, n, k, task="The bootstrap interval")
+    if ci is None:
+        return
+    ci_slot.metric("95% bootstrap CI", f"[{ci[0]:.2f}, {ci[1]:.2f}]", help=ci_help)
     st.caption(f"Drag α under the chart: R_α, KL(P‖R_α), KL(Q‖R_α) and the red point follow it in the browser. "
                f"Histogram KLs (add-0.5 smoothing): KL(P‖Q) = {res.kl_pq:.3f}, KL(Q‖P) = {res.kl_qp:.3f} nats. "
                f"mauve-text's default k here: {lab.k_auto()}.")
