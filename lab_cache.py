@@ -180,20 +180,19 @@ def _prepare(name: str) -> None:
 
 
 @st.cache_resource(show_spinner=False)
-def _loaded() -> OrderedDict:
-    """(name, dtype) -> LoadedModel, least recently used first: the models this server holds."""
-    return OrderedDict()
+def _loaded() -> dict:
+    """(name, dtype) -> LoadedModel: the models this server holds."""
+    return {}
 
 
 def _model(name: str, dtype: str):
     """The model at `dtype`, loaded once per process. When it would not fit in free memory, the
-    models no session is using (nobody holds or awaits their turn) are unloaded, least recently
-    used first, and the load is tried again: a class moving between pages and models then never
-    holds more than the models in use."""
+    models no session is using (nobody holds or awaits their turn) are unloaded and the load is
+    tried again: a class moving between pages and models then never holds more than the models
+    in use."""
     loaded, key = _loaded(), (name, dtype)
     with _MODELS_LOCK:
         if key in loaded:
-            loaded.move_to_end(key)
             return loaded[key]
     with st.spinner("Loading model…"):
         try:
@@ -314,7 +313,6 @@ class Turns:
             with self._cv:
                 line.remove(me)
                 self._cv.notify_all()
-
 
     def idle(self, name: str) -> bool:
         """True when nobody holds or awaits `name`'s turn."""

@@ -199,8 +199,8 @@ def gguf_parsed_once() -> Iterator[None]:
     tokenizer, again for the config, and again for the weights, and parsing a 49k-token
     vocabulary element by element took ~5 s each time; it also rebuilds the tensor-name map
     once per tensor. Both are read-only, so sharing them changes no byte of the result (a test
-    compares the converted weights): SmolLM2's conversion took 12 s instead of 27 s. The two
-    names are put back when the block ends; the settings lock keeps other threads out.
+    compares the converted weights; the times are in bench/RESULTS.md, Loading). The two names
+    are put back when the block ends; the settings lock keeps other threads out.
     """
     import functools
 

@@ -1,12 +1,12 @@
 """Bundled GGUF files -> safetensors in the cache folder, once, under a file lock.
 
-Loading a GGUF through transformers is slow (it parses the file three times; `runtime.gguf_parsed_once`
-makes that once), so the result is saved as safetensors + tokenizer files under `<cache>/models/NAME-vCONVERT_VERSION`
-with `evalcore-meta.json` (written last): each file's size, SHA-256, mtime, ctime and inode.
-A file whose stat differs from its record is hashed again; other bytes mean the folder is
-rebuilt. Processes, torchrun ranks and app sessions wait on one lock per model; the folder is
-written to `.NAME.tmpPID` and renamed into place, and a killed conversion's folder is removed
-by the next.
+Loading a GGUF through transformers is slow (it parses the file three times;
+`runtime.gguf_parsed_once` makes that once), so the result is saved as safetensors +
+tokenizer files under `<cache>/models/NAME-vCONVERT_VERSION` with `evalcore-meta.json`
+(written last): each file's size, SHA-256, mtime, ctime and inode. A file whose stat
+differs from its record is hashed again; other bytes mean the folder is rebuilt. Processes,
+torchrun ranks and app sessions wait on one lock per model; the folder is written to
+`.NAME.tmpPID` and renamed into place, and a killed conversion's folder is removed by the next.
 """
 from __future__ import annotations
 

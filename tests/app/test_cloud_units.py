@@ -180,7 +180,9 @@ def test_file_cache_the_kernel_can_drop_does_not_count_as_used(tmp_path):
     with big.open("wb") as f:
         for _ in range(40):
             f.write(os.urandom(1 << 24))  # 640 MiB
-    os.posix_fadvise(os.open(big, os.O_RDONLY), 0, 0, os.POSIX_FADV_DONTNEED)  # not cached outside the group
+    fd = os.open(big, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # not cached outside the group
+    os.close(fd)
     try:
         group = MemoryGroup(f"evalcore-test-{os.getpid()}", 1536 * 2**20)
     except OSError:
