@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL = "smollm2-135m"
 PPL_LIMIT = 8  # Wikipedia passages in each perplexity run
 PPL_BATCH_TOKENS = 300  # about 2 passages per forward batch: 5 store writes per run
-MAUVE_LIMIT = 24  # HellaSwag contexts, generated in 3 batches of 8 (`--batch-size`)
+MAUVE_LIMIT = 16  # HellaSwag contexts, generated in 2 batches of 8 (`--batch-size`)
 NO_MODEL_GUARD = "evalcore-faults: a model load was attempted"
 
 # the CLI, with model loading replaced by an error: proves a bad input fails before any load
@@ -270,7 +270,7 @@ def with_limit(args: list[str], n: int) -> list[str]:
 
 
 def mauve_args(db: Path, out: Path) -> list[str]:
-    return ["mauve", "--model", MODEL, "--limit", str(MAUVE_LIMIT), "--batch-size", str(MAUVE_LIMIT // 3), "--store",
+    return ["mauve", "--model", MODEL, "--limit", str(MAUVE_LIMIT), "--batch-size", str(MAUVE_LIMIT // 2), "--store",
             str(db), "--out", str(out)]
 
 
