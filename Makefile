@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: app test check types bench cloud-rehearsal install bundle chromium clean
+.PHONY: app test check types bench cloud-rehearsal install bundle chromium lmeval-env clean
 install: $(STAMP)
 
 # requirements.txt is also Streamlit Cloud's manifest; its PyTorch index line is left out
@@ -28,11 +28,19 @@ bundle: $(STAMP)
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+# lm-evaluation-harness in a test-only venv over .venv's packages, for the test that imports a
+# real lm-eval run (tests/runs/test_lmeval_live.py); never installed into .venv
+LMEVAL_VENV := .venv-lmeval
+$(LMEVAL_VENV)/.installed: bench/lmeval_env.sh $(STAMP)
+	bash bench/lmeval_env.sh $(LMEVAL_VENV) >/dev/null
+	touch $@
+lmeval-env: $(LMEVAL_VENV)/.installed
+
 app: $(STAMP)
 	$(VENV)/bin/streamlit run app.py
 
-test: $(STAMP) chromium types
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q tests
+test: $(STAMP) chromium lmeval-env types
+	EVALCORE_LMEVAL_PYTHON=$(abspath $(LMEVAL_VENV))/bin/python HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q tests
 
 check: $(STAMP) types
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q -m "not slow" tests
@@ -55,4 +63,4 @@ cloud-rehearsal: $(STAMP) chromium
 	$(PY) bench/cloud_rehearsal.py
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LMEVAL_VENV)

@@ -9,6 +9,7 @@
     evalcore mauve (--p-features P.npy --q-features Q.npy | --model NAME [--limit N] [--featurizer minilm|NAME]
                    [--featurizer-dtype float32|bfloat16])
                    [--k K|auto] [--scaling C] [--seed S] --out FILE.json
+    evalcore import-lm-eval samples_hellaswag_*.jsonl [--compare NAME] --out FILE.json
     evalcore store-merge A.sqlite B.sqlite ... --into C.sqlite
 
 hellaswag, perplexity and mauve --model also run data-parallel under torchrun

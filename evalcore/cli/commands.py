@@ -5,6 +5,7 @@
     perplexity   run_perplexity over a corpus or a file     } (parallel.data_parallel)
     kl           run_token_kl pooled over texts; per byte run_gap, run_mc_kl or run_next_bytes (cli.kl)
     mauve        run_mauve (or MauveLab on your features), then MAUVE at k
+    import-lm-eval  runs.lmeval.import_lm_eval: an lm-eval --log_samples HellaSwag file (cli.lmeval)
     store-merge  store.merge
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from evalcore.cli.args import (DTYPES, backend_arg, device_args, device_map_arg, float_in, int_in, model_args, out_arg,
                                text_args, texts)
 from evalcore.cli.kl import add_kl, run_kl
+from evalcore.cli.lmeval import add_import, run_import
 from evalcore.cli.output import progress_bar, report
 from evalcore.errors import EvalcoreError
 
@@ -293,6 +295,8 @@ def run_store_merge(args: argparse.Namespace) -> int:
 COMMANDS = (
     Command("models", "list the model registry with availability here", add_models, run_models),
     Command("hellaswag", "HellaSwag accuracy (acc, acc_norm) with per-item results", add_hellaswag, run_hellaswag),
+    Command("import-lm-eval", "read an lm-eval --log_samples HellaSwag file; --compare it with a model's run",
+            add_import, run_import),
     Command("perplexity", "sliding-window perplexity, bits per token and bits per byte", add_perplexity,
             run_perplexity),
     Command("kl", "KL between two models: token-level, or per byte across tokenizers", add_kl, run_kl),
