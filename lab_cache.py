@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import importlib
 import logging
 import os
 import re
+import tempfile
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import streamlit as st
 
@@ -46,6 +49,7 @@ from evalcore.models import (
 )
 from evalcore.models.hub import hub_snapshot
 from evalcore.runs import crosskl
+from evalcore.runs.lmeval import import_lm_eval
 from evalcore.scoring import Decoding
 from evalcore.scoring.nextbyte import MAX_TEXT_BYTES as NEXT_BYTES_LIMIT
 from evalcore.store import Store
@@ -387,15 +391,40 @@ class Memo:
             key_lock.release()
 
 
-def hellaswag(name: str, n: int, progress=None) -> runs.HellaSwagResult:
-    return _results().get(("hellaswag", name, n), lambda: runs.run_hellaswag(
-        model(name), list(range(n)), dataset=dataset(), store=store(), progress=progress), progress, (_turns(), name))
+def hellaswag(name: str, n: int, progress=None, unconditional: bool = False) -> runs.HellaSwagResult:
+    """HellaSwag on the first n items; with `unconditional`, also the pass acc_mutual_info needs."""
+    return hellaswag_items(name, tuple(range(n)), progress, unconditional)
 
 
 def perplexity(name: str, texts: tuple[str, ...], max_length: int, stride: int, progress=None) -> runs.PerplexityResult:
     return _results().get(("perplexity", name, texts, max_length, stride), lambda: runs.run_perplexity(
         model(name), list(texts), max_length=max_length, stride=stride, store=store(), progress=progress), progress,
         (_turns(), name))
+
+
+LM_EVAL_UPLOAD_MB = 64  # a full HellaSwag --log_samples file (10,042 lines) is about 30 MB
+
+
+def lm_eval_run(file_name: str, data: bytes) -> runs.HellaSwagResult:
+    """An uploaded lm-eval `--log_samples` HellaSwag file as a HellaSwag result (`runs.lmeval`),
+    read once per content; or an InputError that names the bad line. The bytes go to a private
+    temporary folder for the import and are removed after it."""
+    def read() -> runs.HellaSwagResult:
+        with tempfile.TemporaryDirectory(prefix="evalcore-lmeval-") as folder:
+            path = Path(folder) / (Path(file_name).name or "samples.jsonl")
+            path.write_bytes(data)
+            return import_lm_eval(path, dataset=dataset(), name=f"lm-eval: {Path(file_name).name}")
+
+    return _results().get(("lm-eval", hashlib.sha256(data).hexdigest(), file_name), read)
+
+
+def hellaswag_items(name: str, indices: tuple[int, ...], progress=None,
+                    unconditional: bool = False) -> runs.HellaSwagResult:
+    """HellaSwag on the given rows (the first n, or an imported run's doc_ids), computed once per
+    arguments; `unconditional` adds the second pass of acc_mutual_info (stored like the first)."""
+    return _results().get(("hellaswag", name, indices, unconditional), lambda: runs.run_hellaswag(
+        model(name), list(indices), dataset=dataset(), store=store(), progress=progress, unconditional=unconditional),
+        progress, (_turns(), name))
 
 
 def upload_text(name: str, data: bytes) -> str:

@@ -82,3 +82,24 @@ def _used(d) -> str:
     why = [f"{d.empty} ended at once"] if d.empty else []
     why += [f"{d.non_canonical} not the model's own tokenization"] if d.non_canonical else []
     return f"{d.kl.n} of {d.samples}" + (f" ({', '.join(why)})" if why else "")
+
+
+def interval_bars(df: pd.DataFrame, x: str, title: str) -> alt.LayerChart:
+    """Grouped bars of `value` per `x` and model, with `low`..`high` error bars and chance (0.25) dashed."""
+    bars = alt.Chart(df).mark_bar().encode(x=f"{x}:N", y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1])),
+                                           color="model:N", xOffset="model:N", tooltip=list(df.columns))
+    err = alt.Chart(df).mark_errorbar().encode(x=f"{x}:N", y=alt.Y("low:Q", title="accuracy"), y2="high:Q",
+                                               xOffset="model:N")
+    rule = alt.Chart(pd.DataFrame({"chance": [0.25]})).mark_rule(strokeDash=[4, 4]).encode(y="chance")
+    return (bars + err + rule).properties(height=280, title=f"{title} (dashed: chance)")
+
+
+def reliability(bins: pd.DataFrame) -> alt.LayerChart:
+    """Reliability diagram: each bin's mean confidence against its accuracy per model, the diagonal dashed."""
+    diag = alt.Chart(pd.DataFrame({"confidence": [0.0, 1.0], "accuracy": [0.0, 1.0]})).mark_line(
+        strokeDash=[4, 4], color="gray").encode(x="confidence:Q", y="accuracy:Q")
+    pts = alt.Chart(bins).mark_line(point=True).encode(
+        x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="mean confidence in the bin"),
+        y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy in the bin"), color="model:N",
+        tooltip=["model", alt.Tooltip("confidence:Q", format=".3f"), alt.Tooltip("accuracy:Q", format=".3f"), "items"])
+    return (diag + pts).properties(height=300, title="reliability (dashed: calibrated)")

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from evalcore.data import HellaSwag
 from evalcore.errors import InputError, require_finite
 from evalcore.metrics import mauve as M
+from evalcore.metrics.frontier import ESTIMATORS, Divergences, FrontierEstimate, divergences
 from evalcore.models import LoadedModel
 from evalcore.runs._memo import Batches, Progress, memo_map
 from evalcore.store import Store, record_key
@@ -94,7 +95,8 @@ class MauveLab:
     """MAUVE with every intermediate exposed; PCA runs once, k-means once per (k, seed).
 
     Build with `MauveLab.from_features(p_feats, q_feats, ...)`; then `result(k)`,
-    `point(alpha, k)`, `sweep(ks)`, `seeds(k)`, `bootstrap(k)` are cheap or cached.
+    `point(alpha, k)`, `sweep(ks)`, `seeds(k)`, `bootstrap(k)`, `estimate(estimator)` and
+    `divergences(k)` are cheap or cached.
     """
 
     reduced: M.Reduced
@@ -102,6 +104,7 @@ class MauveLab:
     q_texts: list[str] = field(default_factory=list)
     scaling: float = 5.0
     _cache: dict[tuple[int, int], tuple[M.MauveResult, np.ndarray]] = field(default_factory=dict, repr=False)
+    _estimates: dict[str, FrontierEstimate] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_features(cls, p_features: npt.ArrayLike, q_features: npt.ArrayLike, *, p_texts: Sequence[str] = (),
@@ -166,6 +169,27 @@ class MauveLab:
         kk = self.k(k)
         return M.bootstrap_ci(self._fit(kk)[1], self.reduced.n_q, kk, n_boot=n_boot, random_state=random_state,
                               scaling=self.scaling)
+
+    def estimate(self, estimator: str = "quantized", k: int | str = "auto") -> FrontierEstimate:
+        """MAUVE and its frontier by one estimator (`metrics.frontier.ESTIMATORS`) on these
+        features, in the lab's normalised PCA space: "quantized" is `result(k)` itself, "knn" and
+        "classifier" do not cluster (k is theirs to ignore); computed once per estimator."""
+        if estimator == "quantized":
+            r = self.result(k)
+            return FrontierEstimate(r.mauve, r.divergence_curve, "quantized", {**r.settings, "k": r.num_buckets})
+        if estimator not in ESTIMATORS:
+            raise InputError(f"estimator={estimator!r}: use one of {', '.join(ESTIMATORS)}")
+        if estimator not in self._estimates:
+            data = self.reduced.data.astype(np.float64)
+            p, q = data[self.reduced.n_q :], data[: self.reduced.n_q]
+            self._estimates[estimator] = ESTIMATORS[estimator](p, q, preprocess="none", scaling=self.scaling)
+        return self._estimates[estimator]
+
+    def divergences(self, k: int | str = "auto") -> Divergences:
+        """KL both ways (add-0.5 counts), Jensen-Shannon and total variation between the human and
+        the model histograms at k clusters."""
+        r = self.result(k)
+        return divergences(np.asarray(r.p_hist) * self.reduced.n_p, np.asarray(r.q_hist) * self.reduced.n_q)
 
 
 def run_mauve(lm: LoadedModel, featurizer: LoadedModel, indices: Sequence[int], decoding: Decoding, *, kind: str = "minilm",
