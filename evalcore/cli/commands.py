@@ -20,6 +20,7 @@ from evalcore.cli.args import (DTYPES, backend_arg, device_args, device_map_arg,
                                text_args, texts)
 from evalcore.cli.kl import add_kl, run_kl
 from evalcore.cli.lmeval import add_import, run_import
+from evalcore.cli.mauve_stats import add_stats_args, check_stats_args, run_stats
 from evalcore.cli.output import progress_bar, report
 from evalcore.errors import EvalcoreError
 
@@ -104,6 +105,16 @@ def add_hellaswag(p: argparse.ArgumentParser) -> None:
     sel.add_argument("--indices", type=Path, help="JSON file with a list of row indices")
     sel.add_argument("--sample", type=int, help="N items sampled at random (with --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
+    p.add_argument("--dialects", action="store_true",
+                   help="add acc_bytes, acc_tokens and acc_mutual_info (accuracy and 95%% CI each) and the items "
+                        "where dialects pick different endings; acc_mutual_info costs a second, shorter forward "
+                        "pass per item (the four endings after the prefix token alone; stored, computed once)")
+    p.add_argument("--calibration", action="store_true",
+                   help="add ECE, Brier score, NLL and reliability bins of each dialect's four-choice softmax "
+                        "(acc_mutual_info's only with --dialects)")
+    p.add_argument("--bins", type=int_in(1, 1000), default=None,
+                   help="calibration bins (default 10, equal counts; with --calibration)")
+    p.add_argument("--equal-width", action="store_true", help="calibration bins of equal width instead of equal count")
     out_arg(p)
 
 
@@ -114,21 +125,35 @@ def run_hellaswag(args: argparse.Namespace) -> int:
 
     if args.sample is None and args.seed != 0:
         raise EvalcoreError("--seed only applies with --sample N")
+    if not args.calibration and (args.bins is not None or args.equal_width):
+        raise EvalcoreError("--bins and --equal-width only apply with --calibration")
     ds = HellaSwag()
     idx = select_indices(len(ds), limit=args.limit, indices=args.indices, sample=args.sample, seed=args.seed)
     bt = args.batch_tokens or (args.batch_items * 110 if args.batch_items else None)  # one packed row an item
     got = _scored_run(args, "hellaswag", idx, lambda lm, sub, **kw: runs.run_hellaswag(
-        lm, sub, dataset=ds, batch_tokens=bt, **kw), cached="cached_items",
+        lm, sub, dataset=ds, batch_tokens=bt, unconditional=args.dialects, **kw), cached="cached_items",
         load=_vllm_loader(args) if args.backend == "vllm" else None)
     if got is None:
         return 0
     lm, res, extra = got
-    out = {**res.to_dict(), **extra}
+    out = {**res.to_dict(dialects=args.dialects, calibration=args.calibration, n_bins=args.bins or 10,
+                         binning="width" if args.equal_width else "mass"), **extra}
     out["model"]["load_seconds"] = round(lm.load_seconds, 3)
     r = out["results"]
     return report(args, out, f"{lm.spec.name}: acc {r['acc']:.4f} ± {r['acc_stderr']:.4f}, acc_norm "
                              f"{r['acc_norm']:.4f} ± {r['acc_norm_stderr']:.4f} on {res.n} items ({res.cached_items} "
-                             f"cached) -> {args.out}")
+                             f"cached){_dialect_summary(out)} -> {args.out}")
+
+
+def _dialect_summary(out: dict[str, Any]) -> str:
+    """The summary line's part for --dialects (other dialects, disagreements) and --calibration (ECE)."""
+    parts = []
+    if "dialects" in out:
+        parts += [f"{k} {v['value']:.4f}" for k, v in out["dialects"].items() if k not in ("acc", "acc_norm")]
+        parts.append(f"dialects disagree on {out['disagreements']['n']} items")
+    if "calibration" in out:
+        parts.append("ECE " + ", ".join(f"{k} {c['ece']:.3f}" for k, c in out["calibration"].items()))
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def _vllm_loader(args: argparse.Namespace) -> Callable[[Dist], tuple[Any, dict[str, Any]]]:
@@ -200,6 +225,7 @@ def add_mauve(p: argparse.ArgumentParser) -> None:
     device_map_arg(p)
     backend_arg(p)
     p.add_argument("--store", type=Path, default=None)
+    add_stats_args(p)
     out_arg(p)
 
 
@@ -254,6 +280,7 @@ def _lab_from_model(args: argparse.Namespace) -> tuple[MauveLab, dict[str, Any]]
 def run_mauve(args: argparse.Namespace) -> int:
     """MAUVE at k, with its bootstrap interval and spread over k-means seeds, as JSON."""
     got: tuple[MauveLab, dict[str, Any]] | None
+    check_stats_args(args)  # --compare, --n-curve: before any model loads
     if args.p_features or args.q_features:
         got = _lab_from_features(args)
     elif args.model:
@@ -265,10 +292,12 @@ def run_mauve(args: argparse.Namespace) -> int:
     lab, meta = got
     k = lab.k(args.k)
     res = lab.result(k)
-    out = {**res.to_dict(), **meta, "mauve_ci95_bootstrap": list(lab.bootstrap(k)), "mauve_over_seeds": lab.seeds(k)}
+    stats, said = run_stats(args)  # what --compare and --n-curve add
+    out = {**res.to_dict(), **meta, "mauve_ci95_bootstrap": list(lab.bootstrap(k)), "mauve_over_seeds": lab.seeds(k),
+           **stats}
     ci = out["mauve_ci95_bootstrap"]
     return report(args, out, f"MAUVE {res.mauve:.4f} (MAUVE* {res.mauve_star:.4f}), k={res.num_buckets}, 95% CI "
-                             f"[{ci[0]:.3f}, {ci[1]:.3f}] -> {args.out}")
+                             f"[{ci[0]:.3f}, {ci[1]:.3f}]{said} -> {args.out}")
 
 
 # ----------------------------------------------------------------------------- store-merge
