@@ -49,7 +49,9 @@ from evalcore.models import (
 )
 from evalcore.models.hub import hub_snapshot
 from evalcore.runs import crosskl
+from evalcore.metrics.mauve_stats import CurveConfig
 from evalcore.runs.lmeval import import_lm_eval
+from evalcore.runs.mauve_stats import run_mauve_curves, run_mauve_difference
 from evalcore.scoring import Decoding
 from evalcore.scoring.nextbyte import MAX_TEXT_BYTES as NEXT_BYTES_LIMIT
 from evalcore.store import Store
@@ -524,6 +526,28 @@ def mauve_lab(name: str, n: int, temperature: float = 1.0, top_p: float = 0.95, 
     return _results().get(mauve_key(name, n, temperature, top_p, seed), lambda: runs.run_mauve(
         model(name), load_embedder(device="auto"), list(range(n)), dec, dataset=dataset(), store=store(),
         progress=progress), progress, (_turns(), name))
+
+
+APP_DECODING = {"temperature": 1.0, "top_p": 0.95, "seed": 0}  # the MAUVE pages' sampling (mauve_lab's defaults)
+
+
+def mauve_difference(a: str, b: str, n: int, n_boot: int = 200, progress=None):
+    """MAUVE(a) − MAUVE(b) on the first n contexts with its paired, re-clustered bootstrap interval
+    and verdict (`runs.mauve_stats.run_mauve_difference`); generations and features come from the
+    store (the MAUVE labs made them), and every k-means fit is stored."""
+    return _results().get(("mauve_diff", a, b, n, n_boot), lambda: run_mauve_difference(
+        model(a), model(b), load_embedder(device="auto"), list(range(n)), Decoding(**APP_DECODING), n_boot=n_boot,
+        dataset=dataset(), store=store(), progress=progress), progress, (_turns(), (a, b)))
+
+
+def mauve_curves(names: tuple[str, ...], ns: tuple[int, ...], n_boot: int = 50, progress=None):
+    """MAUVE against n (first n contexts) for each model, at k = auto(n) and at a fixed k, with a
+    k-means seed band and a re-clustered bootstrap band of `n_boot` resamples
+    (`runs.mauve_stats.run_mauve_curves`); only missing generations and fits are computed."""
+    config = CurveConfig(n_boot=n_boot)
+    return _results().get(("mauve_curves", names, ns, n_boot), lambda: run_mauve_curves(
+        [model(m) for m in names], load_embedder(device="auto"), list(ns), Decoding(**APP_DECODING), config=config,
+        dataset=dataset(), store=store(), progress=progress), progress, (_turns(), names))
 
 
 @st.cache_data(show_spinner=False)

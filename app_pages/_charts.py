@@ -103,3 +103,17 @@ def reliability(bins: pd.DataFrame) -> alt.LayerChart:
         y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy in the bin"), color="model:N",
         tooltip=["model", alt.Tooltip("confidence:Q", format=".3f"), alt.Tooltip("accuracy:Q", format=".3f"), "items"])
     return (diag + pts).properties(height=300, title="reliability (dashed: calibrated)")
+
+
+def mauve_vs_n(df: pd.DataFrame) -> alt.FacetChart:
+    """MAUVE against n per model, with its bootstrap band (dark) and k-means seed band (light), one
+    panel per way of choosing k."""
+    base = alt.Chart(df).encode(x=alt.X("n:Q", scale=alt.Scale(type="log"), title="contexts n (texts per side)"),
+                                color="model:N")
+    seeds = base.mark_area(opacity=0.12).encode(y=alt.Y("seed_min:Q", title="MAUVE", scale=alt.Scale(domain=[0, 1])),
+                                                y2="seed_max:Q")
+    boot = base.mark_area(opacity=0.25).encode(y="boot_low:Q", y2="boot_high:Q")
+    line = base.mark_line(point=True).encode(y="MAUVE:Q", tooltip=["model", "n", "clusters", alt.Tooltip("MAUVE:Q", format=".3f"),
+                                                                   alt.Tooltip("boot_low:Q", format=".3f"),
+                                                                   alt.Tooltip("boot_high:Q", format=".3f")])
+    return (seeds + boot + line).properties(height=220, width=320).facet(column=alt.Column("k:N", title=None))
