@@ -98,22 +98,26 @@ def reliability(bins: pd.DataFrame) -> alt.LayerChart:
     """Reliability diagram: each bin's mean confidence against its accuracy per model, the diagonal dashed."""
     diag = alt.Chart(pd.DataFrame({"confidence": [0.0, 1.0], "accuracy": [0.0, 1.0]})).mark_line(
         strokeDash=[4, 4], color="gray").encode(x="confidence:Q", y="accuracy:Q")
-    pts = alt.Chart(bins).mark_line(point=True).encode(
+    pts = alt.Chart(bins).mark_circle(opacity=0.8).encode(
         x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="mean confidence in the bin"),
         y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy in the bin"), color="model:N",
-        tooltip=["model", alt.Tooltip("confidence:Q", format=".3f"), alt.Tooltip("accuracy:Q", format=".3f"), "items"])
+        size=alt.Size("items:Q", title="items in the bin"), tooltip=["model", alt.Tooltip("confidence:Q", format=".3f"), alt.Tooltip("accuracy:Q", format=".3f"), "items"])
     return (diag + pts).properties(height=300, title="reliability (dashed: calibrated)")
 
 
 def mauve_vs_n(df: pd.DataFrame) -> alt.FacetChart:
-    """MAUVE against n per model, with its bootstrap band (dark) and k-means seed band (light), one
-    panel per way of choosing k."""
-    base = alt.Chart(df).encode(x=alt.X("n:Q", scale=alt.Scale(type="log"), title="contexts n (texts per side)"),
-                                color="model:N")
-    seeds = base.mark_area(opacity=0.12).encode(y=alt.Y("seed_min:Q", title="MAUVE", scale=alt.Scale(domain=[0, 1])),
-                                                y2="seed_max:Q")
-    boot = base.mark_area(opacity=0.25).encode(y="boot_low:Q", y2="boot_high:Q")
+    """MAUVE against n per model: the point estimate (line), its bootstrap interval (band) and the
+    range over k-means seeds (vertical bar), one panel per way of choosing k (auto first)."""
+    base = alt.Chart().encode(x=alt.X("n:Q", scale=alt.Scale(type="log"), title="contexts n (texts per side)"),
+                              color="model:N")
+    boot = base.mark_area(opacity=0.2).encode(y=alt.Y("boot_low:Q", title="MAUVE", scale=alt.Scale(domain=[0, 1])),
+                                              y2="boot_high:Q")
+    seeds = base.mark_rule(strokeWidth=4, opacity=0.6).encode(y="seed_min:Q", y2="seed_max:Q")
     line = base.mark_line(point=True).encode(y="MAUVE:Q", tooltip=["model", "n", "clusters", alt.Tooltip("MAUVE:Q", format=".3f"),
                                                                    alt.Tooltip("boot_low:Q", format=".3f"),
-                                                                   alt.Tooltip("boot_high:Q", format=".3f")])
-    return (seeds + boot + line).properties(height=220, width=320).facet(column=alt.Column("k:N", title=None))
+                                                                   alt.Tooltip("boot_high:Q", format=".3f"),
+                                                                   alt.Tooltip("seed_min:Q", format=".3f"),
+                                                                   alt.Tooltip("seed_max:Q", format=".3f")])
+    order = sorted(df["k"].unique(), key=lambda k: "auto" not in k)
+    return alt.layer(boot, seeds, line, data=df).properties(height=220, width=320).facet(
+        column=alt.Column("k:N", title=None, sort=order))

@@ -184,8 +184,8 @@ def sample_size(name: str, n: int) -> None:
         st.markdown(f"**Where the two models' intervals separate** ({'; '.join(said)}). Separate intervals mean the "
                     "gap is larger than resampling the texts would make it; overlapping ones mean this n cannot "
                     "rank them (the Small vs large page tests the paired difference directly).")
-    st.caption(f"Line: MAUVE of the first n contexts. Dark band: {n_boot} resamples of the contexts, PCA and k-means "
-               "refitted in each (95%); light band: 5 k-means seeds (min to max). At a fixed k MAUVE rises with n "
+    st.caption(f"Line: MAUVE of the first n contexts. Band: the middle 95% of {n_boot} resamples of the contexts, PCA "
+               "and k-means refitted in each. Bar: the range over 5 k-means seeds. At a fixed k MAUVE rises with n "
                "as clusters fill; at k = n/10 it drifts with both. A resample repeats texts, so its clusters are "
                "thinner and its MAUVE sits lower than the point: read the band's width, not its centre.")
 

@@ -55,21 +55,21 @@ def verdicts(small: str, large: str, n_hs: int, n_mv: int, wiki: tuple[str, ...]
                                              if nf.items_needed else "no discordant items")})
     diff = lc.guard(lc.mauve_difference, large, small, n_mv, progress="MAUVE: 200 paired resamples, re-clustered")
     if diff is not None:
-        rows.append({"measure": f"MAUVE, k = {diff.k} ({n_mv} contexts)", small: diff.mauve_b, large: diff.mauve_a,
+        rows.append({"measure": f"MAUVE ({n_mv} contexts, k = {diff.k})", small: diff.mauve_b, large: diff.mauve_a,
                      "difference": diff.difference, "95% interval": f"[{diff.low:+.3f}, {diff.high:+.3f}]",
                      "verdict": _verdict(diff.low, diff.high, small, large),
                      "how it was tested": f"paired bootstrap over contexts, {diff.n_boot} resamples, PCA and k-means "
                                           "refitted in each", "lesson assumes": "small 0.42, large 0.78"})
     kl = {m: lab.result("auto").kl_pq for m in (small, large) if (lab := lc.peek(lc.mauve_key(m, n_mv))) is not None}
     if len(kl) == 2:
-        rows.append({"measure": "KL(human‖model) on MAUVE's histograms (nats; lower is closer)", small: kl[small],
+        rows.append({"measure": "KL(human‖model), histograms (lower: closer)", small: kl[small],
                      large: kl[large], "difference": kl[large] - kl[small], "95% interval": "",
-                     "verdict": "no interval", "how it was tested": "one number per model: see MAUVE's interval above",
+                     "verdict": "no interval", "how it was tested": "one number per model (MAUVE's row tests the same histograms)",
                      "lesson assumes": "small 1.8, large 0.7"})
     gap = lc.guard(lc.gap, small, large, wiki, progress="Bits per byte, paired over texts")
     if gap is not None:
         lo, hi = gap.gap.ci95
-        rows.append({"measure": f"bits per byte on Wikipedia ({gap.n_texts} texts; lower is better)", small: gap.bpb_p,
+        rows.append({"measure": f"bits/byte, {gap.n_texts} Wikipedia texts (lower: better)", small: gap.bpb_p,
                      large: gap.bpb_q, "difference": gap.gap.value, "95% interval": f"[{lo:+.3f}, {hi:+.3f}]",
                      "verdict": _verdict(lo, hi, small, large, "higher (worse)"),
                      "how it was tested": "paired bootstrap over texts (the cross-entropy gap per byte)"})
@@ -102,7 +102,8 @@ if st.button("Measure all sizes", key="svl_go", type="primary") or st.session_st
         long = df.melt(id_vars=["model", "parameters (M)"], var_name="measure")
         st.altair_chart(alt.Chart(long).mark_line(point=True).encode(
             x=alt.X("parameters (M):Q", scale=alt.Scale(type="log")), y="value:Q", color="measure:N",
-            tooltip=["model", "measure", "value"]).facet(facet="measure:N", columns=3).resolve_scale(y="independent"))
+            tooltip=["model", "measure", "value"]).properties(width=130, height=120).facet(
+            facet=alt.Facet("measure:N", title=None), columns=4).resolve_scale(y="independent"))
         st.caption("KL, JS and total variation here are over MAUVE's cluster histograms of human (P) vs model (Q) "
                    "text (k = auto); KL on add-0.5 smoothed counts.")
     pair = lc.headline_pair()

@@ -94,8 +94,21 @@ def test_perplexity_page_window_moves_perplexity():
 
 
 def test_hellaswag_page():
+    """Accuracy, the five dialects (acc and acc_norm equal to the accuracy chart's), each dialect's
+    calibration, and the noise floor of the two models' comparison."""
     at = _page("app_pages/hellaswag.py")
     assert any("disagree" in h.value for h in at.subheader)
+    acc = next(d.value for d in at.dataframe if "metric" in d.value.columns).set_index(["model", "metric"])["value"]
+    dialects = next(d.value for d in at.dataframe if "acc_mutual_info" in d.value.columns).set_index("model")
+    assert list(dialects.columns) == ["acc", "acc_norm", "acc_bytes", "acc_tokens", "acc_mutual_info"]
+    for m in dialects.index:  # "0.300 [0.10, 0.50]"
+        assert float(dialects.loc[m, "acc"].split()[0]) == round(acc[m, "acc"], 3)
+        assert float(dialects.loc[m, "acc_norm"].split()[0]) == round(acc[m, "acc_norm"], 3)
+    cal = next(d.value for d in at.dataframe if "ECE" in d.value.columns)
+    assert len(cal) == 2 * 5 and cal["ECE"].between(0, 1).all() and cal["Brier"].between(0, 2).all()
+    assert (cal["NLL (nats)"] > 0).all()
+    assert {m.label for m in at.metric} >= {"smallest difference these items detect",
+                                             "items needed for the measured difference"}
 
 
 def test_mauve_page_k_contexts_and_link():
@@ -106,6 +119,9 @@ def test_mauve_page_k_contexts_and_link():
     at.slider(key="mauve_k").set_value(3).run()
     assert not at.exception and _metric(at, "MAUVE") != score  # new clusters, new histograms
     assert 0 < float(_metric(at, "MAUVE")) <= 1 and _bound(at, "mix") == {"alpha": 0.3}
+    estimators = {m.label: float(m.value) for m in at.metric if m.label in ("nearest neighbours", "classifier")}
+    assert len(estimators) == 2 and all(0 < v <= 1 for v in estimators.values())
+    assert any(h.value == "MAUVE against the number of texts" for h in at.subheader)
     at.slider(key="mauve_k").set_value(30).run()
     at.select_slider(key="mauve_n").set_value(40).run()  # 40 + 40 texts: k goes up to 20, the engine's limit
     assert at.slider(key="mauve_k").max == 20 and at.slider(key="mauve_k").value == 20
@@ -171,7 +187,7 @@ def test_small_vs_large_page_measures_kl_between_the_pair():
     at = _open("app_pages/small_vs_large.py", items="40", contexts="40", prompts="10")
     at.button(key="svl_go").click().run()
     assert not _errors(at)
-    table = next(d.value for d in at.dataframe if "95% interval" in d.value.columns)
+    table = next(d.value for d in at.dataframe if "KL" in d.value.columns)
     small, large = lc.headline_pair()
     direct = table[table["KL"].str.contains("measured directly")]
     assert direct["KL"].tolist() == [f"KL({a}‖{b}), measured directly" for a, b in ((small, large), (large, small))]
@@ -179,6 +195,22 @@ def test_small_vs_large_page_measures_kl_between_the_pair():
     assert all(lo <= v <= hi for v, (lo, hi) in zip(direct["value"], direct["95% interval"].map(json.loads)))
     assert table["KL"].str.contains("MAUVE cluster histograms").sum() == 2
     assert any("Monte-Carlo KL per byte" in c.value for c in at.caption)
+    # each measured difference of the pair, with its paired interval and a verdict that follows from it
+    per_model = next(d.value for d in at.dataframe if "parameters (M)" in d.value.columns).set_index("model")
+    verdicts = next(d.value for d in at.dataframe if "verdict" in d.value.columns).set_index("measure")
+    assert [m.split(" (")[0].split(",")[0] for m in verdicts.index] == [
+        "HellaSwag acc", "HellaSwag acc_norm", "MAUVE", "KL(human‖model)", "bits/byte"]
+    for measure, row in verdicts.iterrows():
+        assert math.isclose(row["difference"], row[large] - row[small], abs_tol=1e-9), measure
+        if row["95% interval"]:
+            lo, hi = json.loads(row["95% interval"].replace("+", ""))
+            named = small if hi < 0 else large if lo > 0 else None
+            assert (row["verdict"] == "not distinguishable at this n") == (named is None), (measure, row["verdict"])
+            assert named is None or row["verdict"].startswith(named)
+    mauve = verdicts.loc[verdicts.index.str.startswith("MAUVE")].iloc[0]
+    # the paired bootstrap's point estimates are the MAUVE labs' own fits (same features, seeds and k)
+    assert mauve[small] == per_model.loc[small, "MAUVE"] and mauve[large] == per_model.loc[large, "MAUVE"]
+    assert verdicts.loc[verdicts.index.str.startswith("HellaSwag acc ("), small].iloc[0] == per_model.loc[small, "HellaSwag acc"]
 
 
 def _shown(markdown: str) -> str:

@@ -137,3 +137,36 @@ def test_two_first_visits_at_once():
         assert tabs["mauve"].locator('[data-testid="stMetricValue"]').count() >= 4  # MAUVE, its CI and the KLs
         browser.close()
     assert hosts <= LOCAL_HOSTS, hosts
+
+
+def test_an_lm_eval_run_joins_the_hellaswag_page(server, tmp_path):
+    """An lm-eval samples file (tests/fixtures/lm_eval, written by lm-eval itself on the bundled
+    SmolLM2) uploaded on the HellaSwag page joins the comparison: the models are scored on its 8
+    doc_ids and SmolLM2 picks what lm-eval's run of SmolLM2 picked on every item. A file with a
+    broken line gets one error that names the line."""
+    from playwright.sync_api import sync_playwright
+
+    fixture = ROOT / "tests" / "fixtures" / "lm_eval" / "samples_hellaswag_smollm2.jsonl"
+    lines = fixture.read_text().splitlines(keepends=True)
+    bad = tmp_path / "samples_hellaswag_bad.jsonl"
+    bad.write_text("".join(lines[:2]) + "{not json\n" + "".join(lines[3:]))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(f"{server}/hellaswag?models=smollm2-135m")
+        _settle(page)
+        page.get_by_text("Bring your own lm-eval run").click()
+        page.locator('input[type="file"]').set_input_files(str(fixture))
+        time.sleep(1)
+        _settle(page)
+        check_page(page, "hellaswag with an lm-eval file")
+        assert page.get_by_text("Items: the 8 doc_ids of samples_hellaswag_smollm2.jsonl").count() == 1
+        heading = page.get_by_text("Where lm-eval: samples_hellaswag_smollm2.jsonl and smollm2-135m disagree")
+        assert "(0 of 8 items)" in heading.inner_text()
+        page.screenshot(path=str(OUT / "hellaswag-lm-eval.png"), full_page=True)
+        page.locator('input[type="file"]').set_input_files(str(bad))
+        time.sleep(1)
+        _settle(page)
+        errors = page.locator('[data-testid="stAlertContentError"]').all_inner_texts()
+        assert len(errors) == 1 and "line 3" in errors[0] and "samples_hellaswag_bad.jsonl" in errors[0], errors
+        browser.close()
