@@ -2,13 +2,16 @@
 
     evalcore models [--json]
     evalcore hellaswag --model NAME [--limit N | --indices FILE | --sample N --seed S]
-                       [--device auto] [--dtype auto] [--batch-tokens T] [--backend auto|native|transformers|vllm] --out FILE.json
+                       [--device auto] [--dtype auto] [--batch-tokens T] [--backend auto|native|transformers|vllm]
+                       [--dialects] [--calibration [--bins N] [--equal-width]] --out FILE.json
     evalcore perplexity --model NAME (--text-file F | --corpus hellaswag|wikipedia) [--limit N]
                         [--max-length L] [--stride S] --out FILE.json
     evalcore kl --model-p A --model-q B (--text-file F | --corpus ...) [--method auto|token|gap|mc|bytes] --out FILE.json
     evalcore mauve (--p-features P.npy --q-features Q.npy | --model NAME [--limit N] [--featurizer minilm|NAME]
                    [--featurizer-dtype float32|bfloat16])
-                   [--k K|auto] [--scaling C] [--seed S] --out FILE.json
+                   [--k K|auto] [--scaling C] [--seed S] [--estimators]
+                   [--compare NAME] [--n-boot B] [--n-curve 25,50,100 [--curve-k K] [--curve-band refit|fixed]]
+                   --out FILE.json
     evalcore import-lm-eval samples_hellaswag_*.jsonl [--compare NAME] --out FILE.json
     evalcore store-merge A.sqlite B.sqlite ... --into C.sqlite
 

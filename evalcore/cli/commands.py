@@ -225,6 +225,9 @@ def add_mauve(p: argparse.ArgumentParser) -> None:
     device_map_arg(p)
     backend_arg(p)
     p.add_argument("--store", type=Path, default=None)
+    p.add_argument("--estimators", action="store_true",
+                   help="add MAUVE by the k-nearest-neighbour and classifier estimators of the frontier (no "
+                        "clustering), and KL both ways, JS and total variation of the k-cluster histograms")
     add_stats_args(p)
     out_arg(p)
 
@@ -295,6 +298,10 @@ def run_mauve(args: argparse.Namespace) -> int:
     stats, said = run_stats(args)  # what --compare and --n-curve add
     out = {**res.to_dict(), **meta, "mauve_ci95_bootstrap": list(lab.bootstrap(k)), "mauve_over_seeds": lab.seeds(k),
            **stats}
+    if args.estimators:
+        out["estimators"] = {e: lab.estimate(e, k).to_dict() for e in ("quantized", "knn", "classifier")}
+        out["divergences"] = lab.divergences(k).to_dict()
+        said += "; " + ", ".join(f"{e} {v['mauve']:.4f}" for e, v in out["estimators"].items() if e != "quantized")
     ci = out["mauve_ci95_bootstrap"]
     return report(args, out, f"MAUVE {res.mauve:.4f} (MAUVE* {res.mauve_star:.4f}), k={res.num_buckets}, 95% CI "
                              f"[{ci[0]:.3f}, {ci[1]:.3f}]{said} -> {args.out}")

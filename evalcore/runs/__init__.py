@@ -6,6 +6,8 @@ Pages and the CLI call these functions; they never loop over items themselves.
                 and their calibration (run_unconditional: acc_mutual_info's extra pass)
     perplexity  run_perplexity: sliding-window perplexity; run_token_kl: token-level KL
     mauve       run_mauve -> MauveLab: human vs model texts, features, re-sliceable MAUVE
+    mauve_stats run_mauve_difference (paired bootstrap), run_mauve_curves (MAUVE against n); fits stored
+    lmeval      import_lm_eval: an lm-eval --log_samples HellaSwag file as a HellaSwagResult
 """
 from evalcore.runs._memo import Progress
 from evalcore.runs.hellaswag import (HellaSwagDialects, HellaSwagItemResult, HellaSwagResult, run_hellaswag,

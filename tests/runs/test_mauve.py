@@ -139,13 +139,21 @@ def test_cli_from_features(tmp_path):
     np.save(tmp_path / "q.npy", q)
     out = tmp_path / "m.json"
     r = cli_in_process(["mauve", "--p-features", str(tmp_path / "p.npy"), "--q-features", str(tmp_path / "q.npy"),
-                        "--k", "12", "--out", str(out)])
+                        "--k", "12", "--estimators", "--out", str(out)])
     assert r.rc == 0, r.err
     d = json.loads(out.read_text())
     for key in ("mauve", "mauve_star", "frontier_integral", "num_buckets", "p_hist", "q_hist", "divergence_curve",
                 "kl_pq", "kl_qp", "settings"):
         assert key in d
     assert d["num_buckets"] == 12 and d["mauve"] == pytest.approx(M.compute_mauve(p, q, k=12).mauve)
+    # --estimators: the quantized one is MAUVE itself; kNN and the classifier as metrics.frontier computes them
+    from evalcore.metrics import frontier
+
+    est = d["estimators"]
+    assert est["quantized"]["mauve"] == d["mauve"]
+    assert est["knn"]["mauve"] == pytest.approx(frontier.mauve_knn(p, q).mauve)
+    assert est["classifier"]["mauve"] == pytest.approx(frontier.mauve_classifier(p, q).mauve)
+    assert d["divergences"]["kl_pq"] == pytest.approx(d["kl_pq"]) and 0 <= d["divergences"]["tv"] <= 1
     r = cli_in_process(["mauve", "--p-features", str(tmp_path / "p.npy"), "--q-features", str(tmp_path / "q.npy"),
                         "--k", "1", "--out", str(out)])
     assert r.rc == 2 and "need 2.." in r.err
