@@ -14,9 +14,11 @@ st.title("HellaSwag")
 st.markdown("For each context the model scores four endings; it picks the most likely (acc) or the most "
             "likely per character (acc_norm). P(ending | context) is the softmax of the four log-likelihoods.")
 names = lc.available()
-link = _state.Link(["models", "items"])
+link = _state.Link(["models", "items", "pmi", "dialect"])
 link.value("hs_models", "models", _state.many_of(names), names[:2])
 link.value("hs_n", "items", _state.integer(10, 1000), 20)
+link.value("hs_pmi", "pmi", _state.one_of([True, False]), True)
+link.value("hs_cal_dialect", "dialect", _state.one_of(DIALECTS), "acc")
 link.notice()
 c1, c2 = st.columns([2, 1])
 chosen = c1.multiselect("models", names, key="hs_models")
@@ -54,7 +56,8 @@ def explorer(results: dict, rows: tuple[int, ...]) -> None:
 
 
 pmi = st.toggle("also score acc_mutual_info: each ending after the prefix token alone, one more pass per item "
-                "(about 0.6-0.8x the first one's time; stored)", value=True, key="hs_pmi")
+                "(about 0.6-0.8x the first one's time; stored)", key="hs_pmi")
+_state.write(pmi=pmi)
 results = {m: r for m in chosen if (r := lc.guard(lc.hellaswag_items, m, rows_used, progress=f"Scoring {m}",
                                                   unconditional=pmi)) is not None}
 if imported:
@@ -95,7 +98,10 @@ def calibration_section(results: dict) -> None:
                 "confidence against its accuracy. On the diagonal the model is calibrated; below it, overconfident.")
     cal = {m: r.dialects(calibration=True).calibration for m, r in results.items()}
     names = [k for k in DIALECTS if any(k in c for c in cal.values())]
-    dialect = st.segmented_control("dialect", names, default="acc", key="hs_cal_dialect") or "acc"
+    if st.session_state.get("hs_cal_dialect") not in names:  # e.g. acc_mutual_info with its pass off
+        st.session_state["hs_cal_dialect"] = "acc"
+    dialect = st.segmented_control("dialect", names, key="hs_cal_dialect") or "acc"
+    _state.write(dialect=dialect)
     bins = pd.DataFrame([{"model": m, "confidence": b.confidence, "accuracy": b.accuracy, "items": b.count}
                          for m, c in cal.items() if dialect in c for b in c[dialect].bins])
     st.altair_chart(_charts.reliability(bins), width="stretch")

@@ -14,16 +14,20 @@ import lab_cache as lc
 from app_pages import _charts, _live, _state
 
 CONTEXTS = [40, 80, 120, 200, 500, 1000]
+CURVE_RESAMPLES = [20, 50, 100, 200]
 
 st.title("MAUVE")
 st.markdown("P = the gold endings of HellaSwag contexts (human text); Q = the chosen model's continuations "
             "of the same contexts. Both are embedded (all-MiniLM-L6-v2), clustered, and compared as histograms.")
 names = lc.available()
-link = _state.Link(["model", "n", "k", "alpha"])
+link = _state.Link(["model", "n", "k", "alpha", "estimator", "compare", "resamples"])
 link.value("mauve_model", "model", _state.one_of(names), names[0] if names else None)
 n0 = link.value("mauve_n", "n", _state.one_of(CONTEXTS), 80)
 link.value("mauve_k", "k", _state.integer(2, lc.max_k(n0)), min(8, lc.max_k(n0)))
 link.value("mauve_alpha", "alpha", _state.number(0.01, 0.99, 0.01), 0.5)
+link.value("mauve_estimator", "estimator", _state.one_of(["quantized", "knn", "classifier"]), "knn")
+link.value("mauve_curve_other", "compare", _state.one_of(["none", *names]), "none")
+link.value("mauve_curve_boot", "resamples", _state.one_of(CURVE_RESAMPLES), 50)
 link.notice()
 
 
@@ -113,7 +117,8 @@ def estimators(lab, k: int) -> None:
     if any(v is None for v in est.values()):
         return
     shown = st.segmented_control("estimator", list(ESTIMATOR_NAMES), format_func=ESTIMATOR_NAMES.get,
-                                 default="knn", key="mauve_estimator") or "knn"
+                                 key="mauve_estimator") or "knn"
+    _state.write(estimator=shown)
     m = st.columns(3)
     for col, (e, r) in zip(m, est.items()):
         col.metric(ESTIMATOR_NAMES[e], f"{r.mauve:.3f}")
@@ -163,10 +168,12 @@ def explorer(name: str, lab, res, k: int) -> None:
 def sample_size(name: str, n: int) -> None:
     """MAUVE against n: the first 20, 40, ... contexts, with a k-means seed band and a bootstrap band."""
     st.subheader("MAUVE against the number of texts")
-    others = [m for m in names if m != name]
+    if st.session_state.get("mauve_curve_other") == name:  # the model itself: nothing to compare
+        st.session_state["mauve_curve_other"] = "none"
     c1, c2 = st.columns(2)
-    other = c1.selectbox("compare with", ["none", *others], key="mauve_curve_other")
-    n_boot = c2.select_slider("resamples per point", [20, 50, 100, 200], value=50, key="mauve_curve_boot")
+    other = c1.selectbox("compare with", ["none", *(m for m in names if m != name)], key="mauve_curve_other")
+    n_boot = c2.select_slider("resamples per point", CURVE_RESAMPLES, key="mauve_curve_boot")
+    _state.write(compare=other, resamples=n_boot)
     ns = tuple(x for x in (20, *CONTEXTS) if x <= n)
     chosen = (name,) if other == "none" else (name, other)
     curves = lc.guard(lc.mauve_curves, chosen, ns, n_boot, progress="MAUVE against n: generating what is missing, "
