@@ -96,7 +96,7 @@ def test_perplexity_page_window_moves_perplexity():
 def test_hellaswag_page():
     """Accuracy, the five dialects (acc and acc_norm equal to the accuracy chart's), each dialect's
     calibration, and the noise floor of the two models' comparison."""
-    at = _page("app_pages/hellaswag.py")
+    at = _open("app_pages/hellaswag.py", pmi="True")  # with acc_mutual_info's pass
     assert any("disagree" in h.value for h in at.subheader)
     acc = next(d.value for d in at.dataframe if "metric" in d.value.columns).set_index(["model", "metric"])["value"]
     dialects = next(d.value for d in at.dataframe if "acc_mutual_info" in d.value.columns).set_index("model")
