@@ -32,7 +32,8 @@ chromium:
 # real lm-eval run (tests/runs/test_lmeval_live.py); never installed into .venv
 LMEVAL_VENV := .venv-lmeval
 $(LMEVAL_VENV)/.installed: bench/lmeval_env.sh $(STAMP)
-	bash bench/lmeval_env.sh $(LMEVAL_VENV) >/dev/null
+	bash bench/lmeval_env.sh $(LMEVAL_VENV) 2>&1 | grep -v -e "^WARNING: Location" -e "^export " || true
+	$(LMEVAL_VENV)/bin/python -c "import lm_eval"
 	touch $@
 lmeval-env: $(LMEVAL_VENV)/.installed
 
