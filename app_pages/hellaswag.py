@@ -65,7 +65,7 @@ if imported:
 n = len(rows_used)
 
 
-def dialects_section(results: dict) -> None:
+def dialects_section(results: dict, dia: dict) -> None:
     """Each dialect's accuracy per model, and the items where one model's dialects disagree."""
     st.subheader("Scoring dialects")
     st.markdown("The same log-likelihoods, read five ways: **acc** (sum over the ending's tokens), **acc_norm** "
@@ -73,7 +73,6 @@ def dialects_section(results: dict) -> None:
                 "own tokenizer), **acc_mutual_info** (log P(ending | context) − log P(ending | nothing): how much "
                 "the context raised the ending, the GPT-3 paper's calibration and lm-eval's name). An lm-eval import "
                 "carries acc and acc_norm only.")
-    dia = {m: r.dialects() for m, r in results.items()}
     rows = [{"model": m, "dialect": k, "value": a.value, "low": a.ci95[0], "high": a.ci95[1]}
             for m, d in dia.items() for k, a in d.table.items()]
     st.altair_chart(_charts.interval_bars(pd.DataFrame(rows), "dialect", "accuracy per dialect, bootstrap 95% intervals"),
@@ -90,13 +89,13 @@ def dialects_section(results: dict) -> None:
     st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
 
 
-def calibration_section(results: dict) -> None:
+def calibration_section(dia: dict) -> None:
     """The reliability diagram of one dialect's four-choice softmax, and ECE, Brier, NLL for all."""
     st.subheader("Calibration")
     st.markdown("Softmax the four scores into P(ending): is a model that says 80% right 80% of the time? Items are "
                 "cut into 10 bins of equal size by confidence (the top probability); each point is a bin's mean "
                 "confidence against its accuracy. On the diagonal the model is calibrated; below it, overconfident.")
-    cal = {m: r.dialects(calibration=True).calibration for m, r in results.items()}
+    cal = {m: d.calibration for m, d in dia.items()}
     names = [k for k in DIALECTS if any(k in c for c in cal.values())]
     if st.session_state.get("hs_cal_dialect") not in names:  # e.g. acc_mutual_info with its pass off
         st.session_state["hs_cal_dialect"] = "acc"
@@ -147,8 +146,9 @@ if results:
                        "hellaswag.json", key="hs_dl", on_click="ignore")
 
     explorer(results, rows_used)
-    dialects_section(results)
-    calibration_section(results)
+    dia = {m: r.dialects(calibration=True) for m, r in results.items()}  # once per run: tables, calibration
+    dialects_section(results, dia)
+    calibration_section(dia)
 
     if len(results) >= 2:
         a, b = list(results)[:2]

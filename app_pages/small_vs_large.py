@@ -12,6 +12,7 @@ import lab_cache as lc
 from app_pages import _state
 from evalcore.metrics import hellaswag as hsm
 from evalcore.metrics import power
+from evalcore.metrics.mauve_stats import verdict
 
 st.title("Small vs large")
 st.markdown("The lesson *assumes* illustrative numbers (KL 1.8 vs 0.7, MAUVE 0.42 vs 0.78). Here they are "
@@ -28,12 +29,10 @@ n_mv = c2.select_slider("MAUVE contexts", [40, 80, 120, 200], key="svl_mv")
 n_kl = c3.select_slider("prompts for KL(small‖large)", [10, 20, 40, 80], key="svl_kl")
 _state.write(items=n_hs, contexts=n_mv, prompts=n_kl)
 def _verdict(lo: float, hi: float, small: str, large: str, higher: str = "higher") -> str:
-    """What a 95% interval of (large − small) says."""
-    if lo > 0:
-        return f"{large} {higher}"
-    if hi < 0:
-        return f"{small} {higher}"
-    return "not distinguishable at this n"
+    """What a 95% interval of (large − small) says, in `metrics.mauve_stats.verdict`'s terms with
+    A = large, B = small."""
+    said = verdict(lo, hi)
+    return {"A > B": f"{large} {higher}", "B > A": f"{small} {higher}"}.get(said, said)
 
 
 def verdicts(small: str, large: str, n_hs: int, n_mv: int, wiki: tuple[str, ...]) -> None:
