@@ -314,7 +314,7 @@ def reference_logprobs(lm: LoadedModel, context: Sequence[int], continuation: Se
     ids = list(context) + list(continuation)
     inp = torch.tensor([ids[:-1]], device=lm.device)
     with torch.inference_mode():
-        logits = lm.model(input_ids=inp).logits[0, -len(continuation):].float()
+        logits = lm.model(input_ids=inp, logits_to_keep=len(continuation)).logits[0].float()
         lp = torch.log_softmax(logits, dim=-1)
         t = torch.tensor(list(continuation), device=lp.device)
         return lp.gather(1, t[:, None])[:, 0].double().cpu().numpy()
