@@ -13,7 +13,7 @@ from tests.support.appserver import ARGS, CHROMIUM, ROOT, streamlit_server
 from tests.support.appserver import settle as _settle
 
 OUT = ROOT / "test-output"
-# a deep link first: on a fresh server it must still run app.py's frame and navigation
+# a deep link first (the first visits, on the fresh server, open one too: it must still run app.py's frame and navigation)
 PAGES = [("mauve", "MAUVE"), ("", "How far is a language model"), ("kl", "KL divergence"),
          ("perplexity", "Perplexity"), ("hellaswag", "HellaSwag"), ("small_vs_large", "Small vs large")]
 PAYLOAD = '<script>window.__pwned = 1</script><img src="x" onerror="window.__pwned = 2"> ok'
@@ -45,6 +45,35 @@ def check_page(page, label: str) -> None:
 def server():
     with streamlit_server() as (url, _):
         yield url
+
+
+def test_two_first_visits_at_once(server):
+    """A new server process whose first two sessions start together (the Overview and MAUVE,
+    two tabs): both render without an error. Their first calls import the model libraries;
+    imported from two threads at once, they failed with "cannot import name 'AutoModel'".
+    The module's server is new here: this is the first test of the module to use it."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is not installed; `make test` installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    OUT.mkdir(exist_ok=True)
+    hosts: set[str] = set()
+    url = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1600})
+        tabs = {"overview": context.new_page(), "mauve": context.new_page()}
+        for path, tab in tabs.items():
+            record_hosts(tab, hosts)
+            tab.goto(f"{url}/{'' if path == 'overview' else path}", wait_until="commit")  # don't wait: start both
+        for path, tab in tabs.items():
+            _settle(tab)
+            check_page(tab, path)
+            tab.screenshot(path=str(OUT / f"first-visits-{path}.png"), full_page=True)
+        assert "How far" in tabs["overview"].locator("h1").first.inner_text()
+        assert tabs["mauve"].locator('[data-testid="stMetricValue"]').count() >= 4  # MAUVE, its CI and the KLs
+        browser.close()
+    assert hosts <= LOCAL_HOSTS, hosts
 
 
 def test_every_page_in_chromium(server):
@@ -110,33 +139,6 @@ def test_every_page_in_chromium(server):
         page.screenshot(path=str(OUT / "perplexity-markdown-names.png"), full_page=True)
         browser.close()
     assert hosts <= LOCAL_HOSTS, hosts  # no CDN font for the page icon, no image from a user's Markdown
-
-
-def test_two_first_visits_at_once():
-    """A new server process whose first two sessions start together (the Overview and MAUVE,
-    two tabs): both render without an error. Their first calls import the model libraries;
-    imported from two threads at once, they failed with "cannot import name 'AutoModel'"."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is not installed; `make test` installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    OUT.mkdir(exist_ok=True)
-    hosts: set[str] = set()
-    with streamlit_server() as (url, _), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1600})
-        tabs = {"overview": context.new_page(), "mauve": context.new_page()}
-        for path, tab in tabs.items():
-            record_hosts(tab, hosts)
-            tab.goto(f"{url}/{'' if path == 'overview' else path}", wait_until="commit")  # don't wait: start both
-        for path, tab in tabs.items():
-            _settle(tab)
-            check_page(tab, path)
-            tab.screenshot(path=str(OUT / f"first-visits-{path}.png"), full_page=True)
-        assert "How far" in tabs["overview"].locator("h1").first.inner_text()
-        assert tabs["mauve"].locator('[data-testid="stMetricValue"]').count() >= 4  # MAUVE, its CI and the KLs
-        browser.close()
-    assert hosts <= LOCAL_HOSTS, hosts
 
 
 def test_an_lm_eval_run_joins_the_hellaswag_page(server, tmp_path):

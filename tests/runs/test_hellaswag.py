@@ -239,12 +239,22 @@ def test_two_processes_same_work(tmp_path):
     np.testing.assert_allclose([i["logprobs"] for i in r0["items"]], [i["logprobs"] for i in r1["items"]], atol=1e-4)
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--model", "nope!", "--limit", "2"], "unknown model"),
-    (["--model", "smollm2-135m", "--limit", "0"], "at least 1"),
-    (["--model", "smollm2-135m", "--indices", "/no/such.json"], "unreadable"),
+@pytest.mark.parametrize("args,msg,child", [
+    (["--model", "nope!", "--limit", "2"], "unknown model", True),  # hellaswag's case through `python -m evalcore`
+    (["--model", "smollm2-135m", "--limit", "0"], "at least 1", False),
+    (["--model", "smollm2-135m", "--indices", "/no/such.json"], "unreadable", False),
 ])
-def test_cli_bad_input_one_line(tmp_path, args, msg):
-    p = _cli(["hellaswag", *args, "--out", str(tmp_path / "x.json")], os.environ.copy())
-    _, err = p.communicate(timeout=120)
-    assert p.returncode == 2 and msg in err and len(err.strip().splitlines()) == 1, err
+def test_cli_bad_input_one_line(tmp_path, args, msg, child):
+    """Exit 2 and one line; the in-process cases run under the no-model guard (faults.cli_in_process),
+    so a case that loads a model before refusing fails."""
+    from tests.support.faults import cli_in_process
+
+    argv = ["hellaswag", *args, "--out", str(tmp_path / "x.json")]
+    if child:
+        p = _cli(argv, os.environ.copy())
+        _, err = p.communicate(timeout=120)
+        rc = p.returncode
+    else:
+        run = cli_in_process(argv, guard=True)
+        rc, err = run.rc, run.err
+    assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1, err
