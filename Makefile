@@ -40,8 +40,11 @@ lmeval-env: $(LMEVAL_VENV)/.installed
 app: $(STAMP)
 	$(VENV)/bin/streamlit run app.py
 
+# two pytest-xdist workers, each given whole modules, the longest first (tests/conftest.py):
+# a module's fixtures (a server, a model) stay in one process, and its tests keep their order
+TEST_WORKERS ?= 2
 test: $(STAMP) chromium lmeval-env types
-	EVALCORE_LMEVAL_PYTHON=$(abspath $(LMEVAL_VENV))/bin/python HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q tests
+	EVALCORE_LMEVAL_PYTHON=$(abspath $(LMEVAL_VENV))/bin/python HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 check: $(STAMP) types
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q -m "not slow" tests

@@ -10,7 +10,8 @@ the first run on a fresh machine converts the GGUFs once; stores are per test.
 
 A test is `slow` when it uses a model fixture or lives in a module that runs models, servers
 or CLI processes (SLOW_MODULES). `make check` runs the others (`-m "not slow"`): the store,
-the metrics, argument and output handling, the app's helpers; `make test` runs everything.
+the metrics, argument and output handling, the app's helpers; `make test` runs everything, in
+two pytest-xdist workers that each take whole modules, the longest first (LONGEST_FIRST).
 """
 from __future__ import annotations
 
@@ -26,10 +27,35 @@ SLOW_MODULES = {"test_app", "test_bad_input", "test_browser", "test_cli_out", "t
                 "test_hellaswag", "test_live", "test_load", "test_model_folders", "test_models", "test_native"}
 
 
+# The modules that take longest, longest first (about 2-3 minutes of one worker down to ~30 s).
+# With two workers (`make test`: pytest-xdist, one module at a time to a worker, in this order)
+# the long ones start first and the short ones fill in at the end, so both workers end together.
+LONGEST_FIRST = ["test_faults", "test_crosskl", "test_native", "test_browser", "test_distributed", "test_hellaswag",
+                 "test_load", "test_models", "test_live", "test_first_use", "test_model_folders", "test_generate",
+                 "test_lmeval_live", "test_mauve", "test_app"]
+
+
+def _module(item: pytest.Item) -> str:
+    return item.module.__name__.rsplit(".", 1)[-1]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or MODEL_FIXTURES & set(item.fixturenames):
+        if _module(item) in SLOW_MODULES or MODEL_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_module(item), len(rank)))  # stable: a module's own order is kept
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A pytest-xdist worker takes its share of the cores for torch's threads (one each for two
+    workers on two cores), so that two workers' forward passes do not fight over the same cores;
+    the processes a test starts (CLI runs, app servers) keep every core."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +103,4 @@ def store(tmp_path):
     s = Store(tmp_path / "results.sqlite")
     yield s
     s.close()
+
