@@ -114,7 +114,7 @@ def test_the_gap_equals_the_difference_of_evalcore_perplexitys_bits_per_byte(smo
 
 
 def test_long_texts_use_sliding_windows_and_say_so(smol, store):
-    text = " ".join(corpus("wikipedia", limit=6))
+    text = " ".join(corpus("wikipedia", limit=3))
     short = text_logprobs(smol, [text], max_length=64, stride=32, store=store)[0]
     whole = text_logprobs(smol, [text], max_length=2048, stride=1024, store=store)[0]
     assert short["windowed"] and not whole["windowed"]
@@ -153,7 +153,7 @@ def test_monte_carlo_kl_agrees_with_the_exact_token_level_sum_on_the_same_sequen
     from evalcore.runs.crosskl import _newline_tokens, continuations, mc_direction
 
     bf16 = load_model("smollm2-135m", dtype="bfloat16")
-    prompts_ = data_prompts(24)
+    prompts_ = data_prompts(12)
     max_new = 16
     direction = mc_direction(smol, bf16, prompts_, max_new_tokens=max_new, store=store)
     samples = continuations(smol, prompts_, max_new_tokens=max_new, store=store)
