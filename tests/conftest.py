@@ -30,9 +30,9 @@ SLOW_MODULES = {"test_app", "test_bad_input", "test_browser", "test_cli_out", "t
 # The modules that take longest, longest first (about 2-3 minutes of one worker down to ~30 s).
 # With two workers (`make test`: pytest-xdist, one module at a time to a worker, in this order)
 # the long ones start first and the short ones fill in at the end, so both workers end together.
-LONGEST_FIRST = ["test_faults", "test_crosskl", "test_native", "test_browser", "test_distributed", "test_hellaswag",
-                 "test_load", "test_models", "test_live", "test_first_use", "test_model_folders", "test_generate",
-                 "test_lmeval_live", "test_mauve", "test_app"]
+LONGEST_FIRST = ["test_native", "test_crosskl", "test_hellaswag", "test_faults", "test_generate", "test_browser",
+                 "test_distributed", "test_models", "test_model_folders", "test_load", "test_live", "test_first_use",
+                 "test_mauve", "test_lmeval_live", "test_bad_input", "test_perplexity_kl", "test_app"]
 
 
 def _module(item: pytest.Item) -> str:
@@ -49,13 +49,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """A pytest-xdist worker takes its share of the cores for torch's threads (one each for two
-    workers on two cores), so that two workers' forward passes do not fight over the same cores;
-    the processes a test starts (CLI runs, app servers) keep every core."""
+    workers on two cores), and so do the processes its tests start (CLI runs, torchrun ranks, app
+    servers: OMP_NUM_THREADS), so that the two workers' forward passes never wait on each other's
+    cores."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
+        share = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
         import torch
 
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+        torch.set_num_threads(share)
 
 
 @pytest.fixture(scope="session")
