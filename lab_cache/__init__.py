@@ -1,4 +1,9 @@
-"""The app's one caching module (outside app_pages/): models and stores as resources, results as data.
+"""The app's one caching package (outside app_pages/): models and stores as resources, results as data.
+
+    lab_cache/__init__   what the pages call (lc.*): models, the store, each measure computed once
+    lab_cache/sharing    Turns (one heavy call per model at a time) and Memo (results shared by sessions)
+    lab_cache/text       md_escape, and the checks on uploaded files and typed texts
+    lab_cache/widgets    guard (an evalcore call whose error becomes one st.error) and model_picker
 
 `st.cache_resource` holds loaded models, the dataset, the store and a `Memo` of results
 (one copy per process, shared by sessions, never mutated by pages): HellaSwag and
@@ -12,26 +17,23 @@ take both models' turns, in name order, so no two sessions each hold a turn the 
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import importlib
 import logging
 import os
-import re
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import streamlit as st
 
 from evalcore import models, runs, runtime
-from evalcore.data import MAX_TEXT_BYTES, HellaSwag, check_text, corpus, text_from_bytes
+from evalcore.data import MAX_TEXT_BYTES, HellaSwag, corpus
 from evalcore.data import prompts as corpus_prompts
-from evalcore.errors import EvalcoreError, InputError, NotEnoughMemoryError
+from evalcore.errors import EvalcoreError, NotEnoughMemoryError
 from evalcore.metrics import mauve as mauve_metric
 from evalcore.models import (
     OFFLINE_PAIR,
@@ -53,8 +55,11 @@ from evalcore.metrics.mauve_stats import CurveConfig
 from evalcore.runs.lmeval import import_lm_eval
 from evalcore.runs.mauve_stats import run_mauve_curves, run_mauve_difference
 from evalcore.scoring import Decoding
-from evalcore.scoring.nextbyte import MAX_TEXT_BYTES as NEXT_BYTES_LIMIT
 from evalcore.store import Store
+from lab_cache.sharing import Memo, Turns
+# the text checks and Markdown escaping, which the pages call as lc.*
+from lab_cache.text import (NEXT_BYTES_LIMIT, WORD_JOINER, first_sentences, md_escape, short_text,  # noqa: F401
+                            upload_paragraphs, upload_text)
 
 log = logging.getLogger(__name__)
 
@@ -102,30 +107,6 @@ def import_backends() -> bool:
             log.warning("MAUVE's libraries are not ready: %s", e)
             ok = False
         return ok
-
-
-_MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character, all escapable in CommonMark
-_MD_LEADING_SPACE = re.compile(r"^[ \t]+")
-# where GitHub-flavoured Markdown's autolinks start: http(s)://, www., user@host
-_AUTOLINK_START = re.compile(r"(?i)(?<=https)(?=:)|(?<=http)(?=:)|(?<=www)(?=\.)|(?=@)")
-WORD_JOINER = "\u2060"
-
-
-def md_escape(text: object) -> str:
-    """`text` as literal characters inside Streamlit Markdown (st.error, st.caption, labels...).
-
-    Every ASCII punctuation character gets a backslash, so nothing a user typed becomes bold
-    text, a link, an image (which the browser would fetch), HTML, math (`$`), or one of
-    Streamlit's directives (`:red[...]`, `:material/icon:`, emoji shortcodes). Escapes do not
-    stop GitHub-flavoured autolinks, which Streamlit's renderer finds in the text after parsing
-    (`http://…`, `www.…`, `user@host`): an invisible word joiner (U+2060) goes before their `:`,
-    `.` or `@`. A line break becomes a Markdown hard break, so it cannot end the paragraph and
-    start a new block, and leading spaces become character references, so they cannot start a
-    code block.
-    """
-    s = _AUTOLINK_START.sub(WORD_JOINER, str(text).replace("\r\n", "\n").replace("\r", "\n"))
-    s = _MD_PUNCTUATION.sub(r"\\\1", s).replace("\n", "\\\n")
-    return _MD_LEADING_SPACE.sub(lambda m: "".join(f"&#{ord(c)};" for c in m.group()), s)
 
 
 # Registry models larger than this load in bfloat16 in the app, so that two visitors with the
@@ -281,116 +262,9 @@ def _results() -> Memo:
     return Memo(max_entries=256)
 
 
-class Turns:
-    """One heavy call at a time per model, first come first served.
-
-    Two sessions running the same model at once would double its activations and split the CPU
-    between them, so each finishes later than if they had taken turns; a class of visitors
-    would run the server out of memory. A waiting session is told its place:
-
-        smollm2-135m: [A running] [B waiting, place 1] [C waiting, place 2]
-    """
-
-    def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._lines: dict[str, list[object]] = {}
-
-    @contextlib.contextmanager
-    def turn(self, name: str, on_wait=None):
-        """Hold `name`'s turn for the block; while others are ahead, call `on_wait(place)` every
-        0.25 s (place 1 = next). The caller leaves the line however the block ends, also when
-        Streamlit stops its script inside `on_wait`."""
-        me = object()
-        with self._cv:
-            line = self._lines.setdefault(name, [])
-            line.append(me)
-        try:
-            while True:
-                with self._cv:
-                    if line[0] is not me:
-                        self._cv.wait(0.25)
-                    place = line.index(me)
-                if place == 0:
-                    break
-                if on_wait is not None:
-                    on_wait(place)
-            yield
-        finally:
-            with self._cv:
-                line.remove(me)
-                self._cv.notify_all()
-
-    def idle(self, name: str) -> bool:
-        """True when nobody holds or awaits `name`'s turn."""
-        with self._cv:
-            return not self._lines.get(name)
-
-
 @st.cache_resource(show_spinner=False)
 def _turns() -> Turns:
     return Turns()
-
-
-class Memo:
-    """Results shared by all sessions, least recently used dropped first.
-
-    Not `st.cache_data`: a progress bar that a page passes in cannot be updated from inside
-    a cached function (Streamlit would replay it on every cache hit). Values are frozen
-    result dataclasses; a miss computes under a per-key lock, so two sessions asking for
-    the same work at once compute it once.
-    """
-
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._data: OrderedDict[tuple, object] = OrderedDict()
-        self._lock = threading.Lock()
-        self._key_locks: dict[tuple, threading.Lock] = {}
-
-    def peek(self, key: tuple):
-        """The value if some session computed it already, else None (never computes)."""
-        with self._lock:
-            return self._data.get(key)
-
-    def get(self, key: tuple, compute, progress=None, turns: tuple[Turns, str | tuple[str, ...]] | None = None):
-        """The value for `key`, computed once; while another session computes it, wait.
-
-        The wait polls, calling `progress(-1, -1)` between polls, so a waiting page still
-        reacts to its user (Streamlit stops or reruns a script at its next st call). With
-        `turns=(Turns, model name)` the computation waits for the model's turn, calling
-        `progress(place, -1)` meanwhile; with several names, for each one's turn in name order.
-        """
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        while not key_lock.acquire(timeout=0.25):
-            if progress is not None:
-                progress(-1, -1)
-        try:
-            with self._lock:
-                if key in self._data:
-                    return self._data[key]
-            if turns is None:
-                value = compute()
-            else:
-                queue, who = turns
-                on_wait = None if progress is None else lambda place: progress(place, -1)
-                with contextlib.ExitStack() as held:
-                    # one order for everyone: a session holding A's turn and waiting for B's is
-                    # never waited on by one holding B's and waiting for A's
-                    for name in sorted({who} if isinstance(who, str) else set(who)):
-                        held.enter_context(queue.turn(name, on_wait))
-                    value = compute()
-            runtime.release_free_memory()  # the activations' heap pages, back to the box
-            with self._lock:
-                self._data[key] = value
-                self._key_locks.pop(key, None)
-                while len(self._data) > self.max_entries:
-                    self._data.popitem(last=False)
-            return value
-        finally:
-            key_lock.release()
 
 
 def hellaswag(name: str, n: int, progress=None, unconditional: bool = False) -> runs.HellaSwagResult:
@@ -429,16 +303,6 @@ def hellaswag_items(name: str, indices: tuple[int, ...], progress=None,
         progress, (_turns(), name))
 
 
-def upload_text(name: str, data: bytes) -> str:
-    """An uploaded file's text, or an InputError that says what is wrong with it: at most
-    `MAX_TEXT_BYTES` (the limit the CLI applies to text files), UTF-8, not empty, not binary."""
-    limit_mb = f"{MAX_TEXT_BYTES / 2**20:g}"
-    if len(data) > MAX_TEXT_BYTES:
-        raise InputError(f"{name} is {len(data) / 2**20:.1f} MB; the app takes text files up to {limit_mb} MB. "
-                         "Upload a part of it, or score the whole file with: python -m evalcore perplexity --text-file")
-    return text_from_bytes(data, what=f"uploaded file {name}")
-
-
 @st.cache_data(show_spinner=False)
 def corpus_texts(name: str, n: int) -> tuple[str, ...]:
     return tuple(corpus(name, limit=n))
@@ -456,29 +320,6 @@ def prompt_texts(name: str, n: int) -> tuple[str, ...]:
     """The first n prompts of a corpus (`evalcore.data.prompts`): HellaSwag contexts, or the
     first sentence of each Wikipedia passage."""
     return tuple(corpus_prompts(name, limit=n))
-
-
-def upload_paragraphs(name: str, data: bytes, n: int) -> tuple[str, ...]:
-    """The first n paragraphs (blocks between blank lines) of an uploaded text file, or an
-    InputError from `upload_text`."""
-    paragraphs = [p.strip() for p in re.split(r"\n[ \t]*\n", upload_text(name, data)) if p.strip()]
-    return tuple(paragraphs[:n])
-
-
-def first_sentences(texts: tuple[str, ...]) -> tuple[str, ...]:
-    """Each text up to its first ". " (the whole text when it has none): prompts to continue."""
-    return tuple(t[: t.find(". ") + 1] if ". " in t else t for t in texts)
-
-
-def short_text(text: str) -> str:
-    """A text the per-byte heatmap takes, or an InputError that says what to do: not empty,
-    at most `NEXT_BYTES_LIMIT` UTF-8 bytes (checked before any model loads)."""
-    text = check_text(text, what="the text")
-    size = len(text.encode("utf-8"))
-    if size > NEXT_BYTES_LIMIT:
-        raise InputError(f"the text is {size} UTF-8 bytes; the per-byte comparison takes at most {NEXT_BYTES_LIMIT}: "
-                         "shorten it, or compare the models on a corpus below")
-    return text
 
 
 def next_bytes(p: str, q: str, text: str, progress=None) -> crosskl.NextBytesResult:
@@ -557,69 +398,6 @@ def device_line() -> str:
             "larger ones in bfloat16 (memory).")
 
 
-def guard(fn, *args, progress: str | None = None, task: str | None = None, **kw):
-    """Run an evalcore call; on an error show one `st.error` and return None, so the rest of
-    the page keeps working.
-
-    An `EvalcoreError` shows its message, which says what to do. Any other exception is a
-    bug or a broken environment: the page says which step failed and the exception's type
-    only (its message may name server paths); the traceback goes to the server log.
-
-    With `progress="what it does"`, a progress bar follows the call's items (the cached
-    functions above take it as `progress`) and disappears when it returns. `task` (else
-    `progress`) names the step in the unexpected-error line. Both are shown as plain text.
-    """
-    what = task or progress or "This step"
-    bar = st.progress(0.0, text=md_escape(progress)) if progress else None
-    if bar is not None:
-        def update(done: int, total: int) -> None:
-            if total < 0 and done < 0:  # Memo: another session is computing the same result
-                bar.progress(0.0, text=md_escape(f"{progress}: another session is computing this; waiting…"))
-            elif total < 0:  # Turns: place `done` in the model's queue
-                ahead = "1 visitor is" if done == 1 else f"{done} visitors are"
-                bar.progress(0.0, text=md_escape(f"{progress}: queued, {ahead} ahead of you on this model; waiting…"))
-            else:
-                bar.progress(min(1.0, done / total) if total else 1.0, text=md_escape(f"{progress} {done}/{total}"))
-
-        kw["progress"] = update
-    try:
-        return fn(*args, **kw)
-    except EvalcoreError as e:
-        st.error(md_escape(e))
-        return None
-    except Exception as e:
-        log.exception("%s failed unexpectedly", what)
-        st.error(md_escape(f"{what} failed unexpectedly ({type(e).__name__}); the details are in the server log."))
-        return None
-    finally:
-        if bar is not None:
-            bar.empty()
-
-
-OTHER = "other: a hub id or a local folder…"
-
-
-def model_picker(label: str, key: str, default_index: int = 0, *, other: bool = True) -> str | None:
-    """A registry model available here, or (with `other`) any hub id / allowed local folder.
-
-    An unusable name shows an `st.error` that says what to do and returns None.
-    """
-    names = available()
-    if not names and not other:
-        st.error("No model is available here: install the bundle with `make bundle`.")
-        return None
-    options = names + ([OTHER] if other else [])
-    choice = st.selectbox(label, options, index=min(default_index, max(len(names) - 1, 0)), key=key,
-                          format_func=lambda n: n if n == OTHER else f"{n} ({params(n):.0f}M)")
-    if choice != OTHER:
-        return choice
-    typed = st.text_input("hub id (owner/name) or local folder", key=f"{key}_other",
-                          placeholder="HuggingFaceTB/SmolLM2-360M-Instruct").strip()
-    if not typed:
-        return None
-    return guard(check_app_model, typed, task="Checking the model name")
-
-
 def mauve_ci(name: str, n: int, k: int, n_boot: int = 200) -> tuple[float, float]:
     """MAUVE's 95% bootstrap interval at k clusters, computed once per (model, n, k) and shared:
     `MauveLab.bootstrap` recomputes its resamples on every call."""
@@ -634,3 +412,7 @@ def vega_spec(chart: str, *args) -> dict:
     from app_pages import _live
 
     return getattr(_live, chart)(*args).to_dict()
+
+
+# the pages' controls, which call back into this module (lab_cache.available, lab_cache.params)
+from lab_cache.widgets import OTHER, guard, model_picker  # noqa: E402, F401
