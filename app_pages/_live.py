@@ -116,6 +116,54 @@ def three(a: float, b: float) -> np.ndarray:
     return np.array([a, b, max(0.0, 1 - a - b)])
 
 
+def _simplex(sel) -> alt.LayerChart:
+    """P and Q as two dots on the probability simplex, with the chart's range inputs."""
+    # the simplex: corner A at (0, 0), B at (1, 0), C at (½, √3/2); a point at (b + c/2, c·√3/2)
+    h3 = math.sqrt(3) / 2
+    corners = pd.DataFrame({"x": [0, 1, 0.5, 0], "y": [0, 0, h3, 0], "i": range(4), "name": ["A", "B", "C", ""]})
+    ax = {"x": alt.X("x:Q", axis=None, scale=alt.Scale(domain=[-0.08, 1.08])),
+          "y": alt.Y("y:Q", axis=None, scale=alt.Scale(domain=[-0.08, 0.95]))}
+    dots = alt.Chart(pd.DataFrame({"who": ["P", "Q"]})).transform_calculate(
+        a=f"datum.who == 'P' ? {P_ROW[0]} : {Q_ROW[0]}", b=f"datum.who == 'P' ? {P_ROW[1]} : {Q_ROW[1]}",
+        c=f"datum.who == 'P' ? {P_ROW[2]} : {Q_ROW[2]}").transform_calculate(
+        x="datum.b + datum.c / 2", y=f"datum.c * {h3!r}",
+        probs="'(' + format(datum.a, '.2f') + ', ' + format(datum.b, '.2f') + ', ' + format(datum.c, '.2f') + ')'")
+    return alt.layer(
+        alt.Chart(corners).mark_line(color="gray").encode(**ax, order="i:O"),
+        alt.Chart(corners.iloc[:3]).mark_text(dy=-10, fontSize=13).encode(**ax, text="name:N"),
+        dots.mark_circle(size=250, opacity=1).encode(**ax, color=alt.Color("who:N", legend=None,
+                                                                            scale=alt.Scale(range=["#1f77b4", "#ff7f0e"])),
+                                                     tooltip=["who:N", "probs:N"]),
+        dots.mark_text(dx=12, align="left", fontSize=12).encode(**ax, text=alt.Text("who:N")),
+    ).add_params(sel).properties(width=300, height=260, title="the probability simplex (corners: A, B, C)")
+
+
+def _zero_probabilities(base, sums, eps_: str) -> alt.HConcatChart:
+    """Q₀ = (0.5, 0.5, 0) and Q₀ floored at ε as bars, and KL(P‖Q₀), KL(P‖smoothed Q₀) beside them."""
+    zero_bars = (base.transform_fold(["q0", "qs"], as_=["which", "probability"])
+                 .transform_calculate(dist="datum.which == 'q0' ? 'Q₀' : 'Q₀ smoothed'")
+                 .mark_bar().encode(x=alt.X("outcome:N", title=None), xOffset="dist:N",
+                                    y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1])),
+                                    color=alt.Color("dist:N", legend=alt.Legend(orient="top", title=None)),
+                                    tooltip=["outcome:N", "dist:N", alt.Tooltip("probability:Q", format=".6f")])
+                 .properties(width=300, height=180, title="zero probabilities: Q₀ = (0.5, 0.5, 0)"))
+    zlines = [("ε", f"format({eps_}, '.6f')"), ("KL(P‖Q₀)", _fmt("datum.kl_p0")),
+              ("KL(P‖smoothed Q₀)", _fmt("datum.kl_ps"))]
+    zero_numbers = alt.layer(*[
+        sums.transform_calculate(label=f"'{name} = ' + {expr}")
+        .mark_text(align="left", baseline="top", fontSize=14).encode(x=alt.value(4), y=alt.value(4 + 26 * i),
+                                                                     text="label:N")
+        for i, (name, expr) in enumerate(zlines)],
+        sums.transform_calculate(label="'infinite whenever P(C) > 0; smoothed, finite,'")
+        .mark_text(align="left", baseline="top", fontSize=11, color="gray").encode(
+            x=alt.value(4), y=alt.value(4 + 26 * len(zlines)), text="label:N"),
+        sums.transform_calculate(label="'but the value now depends on the ε you chose'")
+        .mark_text(align="left", baseline="top", fontSize=11, color="gray").encode(
+            x=alt.value(4), y=alt.value(20 + 26 * len(zlines)), text="label:N"),
+    ).properties(width=320, height=180)
+    return alt.hconcat(zero_bars, zero_numbers)
+
+
 def kl_simplex(pa: float, pb: float, qa: float, qb: float, eps: float) -> alt.VConcatChart:
     """P and Q on the simplex with KL both ways, JS, H(P), H(P,Q); below, Q₀ = (0.5, 0.5, 0)
     floored at ε: KL(P‖Q₀) and KL(P‖smoothed Q₀). Five range inputs under the chart."""
@@ -141,24 +189,7 @@ def kl_simplex(pa: float, pb: float, qa: float, qb: float, eps: float) -> alt.VC
             .transform_calculate(kl_pq="max(datum.s_pq, 0)", kl_qp="max(datum.s_qp, 0)",
                                  js="0.5 * max(datum.s_pm, 0) + 0.5 * max(datum.s_qm, 0)",
                                  kl_p0="max(datum.s_p0, 0)", kl_ps="max(datum.s_ps, 0)"))
-    # the simplex: corner A at (0, 0), B at (1, 0), C at (½, √3/2); a point at (b + c/2, c·√3/2)
-    h3 = math.sqrt(3) / 2
-    corners = pd.DataFrame({"x": [0, 1, 0.5, 0], "y": [0, 0, h3, 0], "i": range(4), "name": ["A", "B", "C", ""]})
-    ax = {"x": alt.X("x:Q", axis=None, scale=alt.Scale(domain=[-0.08, 1.08])),
-          "y": alt.Y("y:Q", axis=None, scale=alt.Scale(domain=[-0.08, 0.95]))}
-    dots = alt.Chart(pd.DataFrame({"who": ["P", "Q"]})).transform_calculate(
-        a=f"datum.who == 'P' ? {P_ROW[0]} : {Q_ROW[0]}", b=f"datum.who == 'P' ? {P_ROW[1]} : {Q_ROW[1]}",
-        c=f"datum.who == 'P' ? {P_ROW[2]} : {Q_ROW[2]}").transform_calculate(
-        x="datum.b + datum.c / 2", y=f"datum.c * {h3!r}",
-        probs="'(' + format(datum.a, '.2f') + ', ' + format(datum.b, '.2f') + ', ' + format(datum.c, '.2f') + ')'")
-    simplex = alt.layer(
-        alt.Chart(corners).mark_line(color="gray").encode(**ax, order="i:O"),
-        alt.Chart(corners.iloc[:3]).mark_text(dy=-10, fontSize=13).encode(**ax, text="name:N"),
-        dots.mark_circle(size=250, opacity=1).encode(**ax, color=alt.Color("who:N", legend=None,
-                                                                            scale=alt.Scale(range=["#1f77b4", "#ff7f0e"])),
-                                                     tooltip=["who:N", "probs:N"]),
-        dots.mark_text(dx=12, align="left", fontSize=12).encode(**ax, text=alt.Text("who:N")),
-    ).add_params(sel).properties(width=300, height=260, title="the probability simplex (corners: A, B, C)")
+    simplex = _simplex(sel)
     lines = [("P", "'(' + format(datum.p_a, '.2f') + ', ' + format(datum.p_b, '.2f') + ', ' + format(datum.p_c, '.2f') + ')'"),
              ("Q", "'(' + format(datum.q_a, '.2f') + ', ' + format(datum.q_b, '.2f') + ', ' + format(datum.q_c, '.2f') + ')'"),
              ("KL(P‖Q)", _fmt("datum.kl_pq")), ("KL(Q‖P)", _fmt("datum.kl_qp")), ("JS(P,Q)", _fmt("datum.js")),
@@ -173,28 +204,7 @@ def kl_simplex(pa: float, pb: float, qa: float, qb: float, eps: float) -> alt.VC
         .mark_text(align="left", baseline="top", fontSize=11, color="gray").encode(
             x=alt.value(4), y=alt.value(4 + 26 * len(lines)), text="label:N"),
     ).properties(width=320, height=260, title="the numbers (nats)")
-    zero_bars = (base.transform_fold(["q0", "qs"], as_=["which", "probability"])
-                 .transform_calculate(dist="datum.which == 'q0' ? 'Q₀' : 'Q₀ smoothed'")
-                 .mark_bar().encode(x=alt.X("outcome:N", title=None), xOffset="dist:N",
-                                    y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1])),
-                                    color=alt.Color("dist:N", legend=alt.Legend(orient="top", title=None)),
-                                    tooltip=["outcome:N", "dist:N", alt.Tooltip("probability:Q", format=".6f")])
-                 .properties(width=300, height=180, title="zero probabilities: Q₀ = (0.5, 0.5, 0)"))
-    zlines = [("ε", f"format({eps_}, '.6f')"), ("KL(P‖Q₀)", _fmt("datum.kl_p0")),
-              ("KL(P‖smoothed Q₀)", _fmt("datum.kl_ps"))]
-    zero_numbers = alt.layer(*[
-        sums.transform_calculate(label=f"'{name} = ' + {expr}")
-        .mark_text(align="left", baseline="top", fontSize=14).encode(x=alt.value(4), y=alt.value(4 + 26 * i),
-                                                                     text="label:N")
-        for i, (name, expr) in enumerate(zlines)],
-        sums.transform_calculate(label="'infinite whenever P(C) > 0; smoothed, finite,'")
-        .mark_text(align="left", baseline="top", fontSize=11, color="gray").encode(
-            x=alt.value(4), y=alt.value(4 + 26 * len(zlines)), text="label:N"),
-        sums.transform_calculate(label="'but the value now depends on the ε you chose'")
-        .mark_text(align="left", baseline="top", fontSize=11, color="gray").encode(
-            x=alt.value(4), y=alt.value(20 + 26 * len(zlines)), text="label:N"),
-    ).properties(width=320, height=180)
-    return (alt.vconcat(alt.hconcat(simplex, numbers), alt.hconcat(zero_bars, zero_numbers))
+    return (alt.vconcat(alt.hconcat(simplex, numbers), _zero_probabilities(base, sums, eps_))
             .resolve_scale(color="independent").resolve_legend(color="independent").properties(usermeta=SVG))
 
 
