@@ -7,7 +7,8 @@ perplexity run at seeded points and of a MAUVE generation run, a store garbled i
 cut to half, or with one number changed (valid JSON), a full disk (RLIMIT_FSIZE), a read-only
 store folder, and two processes doing the same work on one store. A fault is survived when
 every check holds and no committed row is lost. Bad inputs: each must exit 2 with exactly one
-line on stderr, no traceback, and no model load unless only a load can find it. At the end it
+line on stderr, no traceback, and no model load unless only a load can find it (the catalogue:
+tests/support/bad_inputs.py). At the end it
 counts the records holding NaN or infinity in every store it wrote and the CLI runs that printed
 a traceback: both must be 0. About 5 minutes on 2 CPU cores.
 """
@@ -26,6 +27,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 try:  # the fault helpers the tests share: the package tests.support, found from the repository root
+    from tests.support import bad_inputs as B
     from tests.support import faults as F
 except ModuleNotFoundError as e:
     if e.name not in ("tests", "tests.support"):
@@ -79,8 +81,8 @@ def main() -> int:
         print(_row(["input", "ok", "exit", "stderr lines", "seconds", "message"]))
         print(_row(["---"] * 6))
         bad_ok = 0
-        for i, case in enumerate(F.BAD_INPUTS):
-            run, problem = F.run_bad_input(case, work / "bad" / str(i))
+        for i, case in enumerate(B.BAD_INPUTS):
+            run, problem = B.run_bad_input(case, work / "bad" / str(i))
             bad_ok += problem is None
             msg = (problem or F.stderr_lines(run.err)[0].removeprefix("evalcore: error: ")).replace(str(work), "$TMP")
             print(_row([case.name, "yes" if problem is None else "**NO**", str(run.rc), str(len(F.stderr_lines(run.err))),
@@ -91,12 +93,12 @@ def main() -> int:
         lost = sum(o.rows_lost for o in injected)
         non_finite = F.non_finite_stored(work)
         print(f"\nfaults injected {len(injected)}, survived {survived}; rows lost {lost}; "
-              f"skipped {len(outcomes) - len(injected)}; bad inputs tried {len(F.BAD_INPUTS)}, handled {bad_ok}; "
+              f"skipped {len(outcomes) - len(injected)}; bad inputs tried {len(B.BAD_INPUTS)}, handled {bad_ok}; "
               f"non-finite values stored {non_finite}; tracebacks {len(F.TRACEBACKS)}; "
               f"{time.perf_counter() - t0:.0f} s in all")
         for args_ in F.TRACEBACKS:
             print(f"  traceback: evalcore {args_}")
-        return 0 if (survived == len(injected) and lost == 0 and bad_ok == len(F.BAD_INPUTS) and not non_finite
+        return 0 if (survived == len(injected) and lost == 0 and bad_ok == len(B.BAD_INPUTS) and not non_finite
                      and not F.TRACEBACKS) else 1
     finally:
         if args.keep is None:

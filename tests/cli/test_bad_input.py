@@ -1,6 +1,6 @@
 """Bad CLI input: each case exits 2 with one line on stderr, no traceback, and no model load.
 
-The cases live in `tests/support/faults.py` (BAD_INPUTS), shared with `bench/reliability_report.py`.
+The cases live in `tests/support/bad_inputs.py` (BAD_INPUTS), shared with `bench/reliability_report.py`.
 A guard replaces model loading with an error (exit 3), so a case that would load a model
 before noticing the bad input fails here.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.faults import BAD_INPUTS, run_bad_input
+from tests.support.bad_inputs import BAD_INPUTS, run_bad_input
 
 THROUGH_THE_ENTRY_POINT = {
     "unknown model name",  # perplexity

@@ -10,7 +10,7 @@ from evalcore.errors import InputError
 from evalcore.metrics import mauve_stats as S
 from evalcore.runs import mauve_stats as R
 from evalcore.scoring import Decoding
-from tests.support.faults import MODEL, BadInput, _args, _features, _gauss, run_bad_input
+from tests.support.bad_inputs import MODEL, BadInput, _args, _features, _gauss, run_bad_input
 
 DEC = Decoding(seed=25)  # the CLI's default decoding (--seed 25): the CLI test reads these texts back
 
