@@ -1,9 +1,10 @@
 """The app's one caching package (outside app_pages/): models and stores as resources, results as data.
 
     lab_cache/__init__   what the pages call (lc.*): models, the store, each measure computed once
+    lab_cache/startup    import_backends: the model libraries imported once, before any session's work
     lab_cache/sharing    Turns (one heavy call per model at a time) and Memo (results shared by sessions)
     lab_cache/text       md_escape, and the checks on uploaded files and typed texts
-    lab_cache/widgets    guard (an evalcore call whose error becomes one st.error) and model_picker
+    lab_cache/widgets    guard: an evalcore call with a progress bar, its error one st.error
 
 `st.cache_resource` holds loaded models, the dataset, the store and a `Memo` of results
 (one copy per process, shared by sessions, never mutated by pages): HellaSwag and
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import importlib
 import logging
 import os
 import tempfile
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from evalcore import models, runs, runtime
-from evalcore.data import MAX_TEXT_BYTES, HellaSwag, corpus
+from evalcore import runs, runtime
+from evalcore.data import MAX_TEXT_BYTES, HellaSwag, corpus  # noqa: F401 (MAX_TEXT_BYTES: lc.* in the pages)
 from evalcore.data import prompts as corpus_prompts
-from evalcore.errors import EvalcoreError, NotEnoughMemoryError
+from evalcore.errors import NotEnoughMemoryError
 from evalcore.metrics import mauve as mauve_metric
 from evalcore.models import (
     OFFLINE_PAIR,
@@ -57,56 +57,19 @@ from evalcore.runs.mauve_stats import run_mauve_curves, run_mauve_difference
 from evalcore.scoring import Decoding
 from evalcore.store import Store
 from lab_cache.sharing import Memo, Turns
+from lab_cache.startup import import_backends  # noqa: F401 (app.py calls lc.import_backends)
 # the text checks and Markdown escaping, which the pages call as lc.*
 from lab_cache.text import (NEXT_BYTES_LIMIT, WORD_JOINER, first_sentences, md_escape, short_text,  # noqa: F401
                             upload_paragraphs, upload_text)
+from lab_cache.widgets import guard
 
 log = logging.getLogger(__name__)
 
 LESSON_ASSUMED = {"KL small": 1.8, "KL large": 0.7, "MAUVE small": 0.42, "MAUVE large": 0.78}
 
-# Libraries evalcore imports lazily on the pages' first calls: tokenizers for the bundled
-# models, safetensors for their weights, pyarrow for the datasets, scikit-learn and SciPy for
-# MAUVE's PCA and HellaSwag's McNemar test. The model libraries come through evalcore.
-_LAZY_LIBRARIES = ("tokenizers", "safetensors", "huggingface_hub", "pyarrow", "scipy.stats", "sklearn.decomposition",
-                   "sklearn.preprocessing")
-_IMPORT_LOCK = threading.Lock()
 _PREPARE_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalcore-prepare")
 _PREPARE_LOCK = threading.Lock()
 _MODELS_LOCK = threading.Lock()  # the loaded-models table (`_model`)
-
-
-@st.cache_resource(show_spinner="Starting: importing the model libraries…")
-def import_backends() -> bool:
-    """Import, once per process and before any session's work, what the pages' first calls
-    would import lazily; app.py calls it before the page runs.
-
-    Two threads importing the same packages at once can see each other's half-initialised
-    modules (when their imports wait on each other, Python hands one of them a module the
-    other is still running): two sessions whose first calls reached Hugging Face's model
-    classes together failed with "cannot import name 'AutoModel'".
-    Here one thread imports everything and a session that arrives meanwhile waits on the lock:
-    evalcore.native brings in PyTorch, evalcore.models.import_backends the Auto model and
-    tokenizer classes (under the lock its loaders import with), faiss as MAUVE imports it. Returns True when all of it is importable; what is not is logged,
-    and the page that needs it says so through `guard`.
-    """
-    with _IMPORT_LOCK:
-        runtime.prefer_small_memory()  # a shared box: freed memory goes back (see `Memo.get`)
-        ok = True
-        for name in _LAZY_LIBRARIES:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                log.exception("importing %s failed", name)
-                ok = False
-        from evalcore import native, scoring, tokenizer  # noqa: F401
-        try:
-            models.import_backends()  # Hugging Face's Auto classes, under the model loader's lock
-            runtime.import_faiss()
-        except (EvalcoreError, ImportError) as e:  # the MAUVE page shows the error when it needs them
-            log.warning("MAUVE's libraries are not ready: %s", e)
-            ok = False
-        return ok
 
 
 # Registry models larger than this load in bfloat16 in the app, so that two visitors with the
@@ -414,5 +377,25 @@ def vega_spec(chart: str, *args) -> dict:
     return getattr(_live, chart)(*args).to_dict()
 
 
-# the pages' controls, which call back into this module (lab_cache.available, lab_cache.params)
-from lab_cache.widgets import OTHER, guard, model_picker  # noqa: E402, F401
+OTHER = "other: a hub id or a local folder…"
+
+
+def model_picker(label: str, key: str, default_index: int = 0, *, other: bool = True) -> str | None:
+    """A registry model available here, or (with `other`) any hub id / allowed local folder.
+
+    An unusable name shows an `st.error` that says what to do and returns None.
+    """
+    names = available()
+    if not names and not other:
+        st.error("No model is available here: install the bundle with `make bundle`.")
+        return None
+    options = names + ([OTHER] if other else [])
+    choice = st.selectbox(label, options, index=min(default_index, max(len(names) - 1, 0)), key=key,
+                          format_func=lambda n: n if n == OTHER else f"{n} ({params(n):.0f}M)")
+    if choice != OTHER:
+        return choice
+    typed = st.text_input("hub id (owner/name) or local folder", key=f"{key}_other",
+                          placeholder="HuggingFaceTB/SmolLM2-360M-Instruct").strip()
+    if not typed:
+        return None
+    return guard(check_app_model, typed, task="Checking the model name")

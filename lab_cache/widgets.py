@@ -1,14 +1,12 @@
-"""The pages' shared controls: `guard`, which runs an evalcore call and turns its error into
-one `st.error`, and `model_picker`."""
+"""`guard`: how a page runs an evalcore call, with a progress bar, and turns its error into one
+`st.error` (the pages call it as lc.guard)."""
 from __future__ import annotations
 
 import logging
 
 import streamlit as st
 
-import lab_cache
 from evalcore.errors import EvalcoreError
-from evalcore.models import check_app_model
 from lab_cache.text import md_escape
 
 log = logging.getLogger("lab_cache")
@@ -51,27 +49,3 @@ def guard(fn, *args, progress: str | None = None, task: str | None = None, **kw)
     finally:
         if bar is not None:
             bar.empty()
-
-
-OTHER = "other: a hub id or a local folder…"
-
-
-def model_picker(label: str, key: str, default_index: int = 0, *, other: bool = True) -> str | None:
-    """A registry model available here, or (with `other`) any hub id / allowed local folder.
-
-    An unusable name shows an `st.error` that says what to do and returns None.
-    """
-    names = lab_cache.available()
-    if not names and not other:
-        st.error("No model is available here: install the bundle with `make bundle`.")
-        return None
-    options = names + ([OTHER] if other else [])
-    choice = st.selectbox(label, options, index=min(default_index, max(len(names) - 1, 0)), key=key,
-                          format_func=lambda n: n if n == OTHER else f"{n} ({lab_cache.params(n):.0f}M)")
-    if choice != OTHER:
-        return choice
-    typed = st.text_input("hub id (owner/name) or local folder", key=f"{key}_other",
-                          placeholder="HuggingFaceTB/SmolLM2-360M-Instruct").strip()
-    if not typed:
-        return None
-    return guard(check_app_model, typed, task="Checking the model name")
