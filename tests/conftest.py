@@ -50,8 +50,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """A pytest-xdist worker takes its share of the cores for torch's threads (one each for two
     workers on two cores), and so do the processes its tests start (CLI runs, torchrun ranks, app
-    servers: OMP_NUM_THREADS), so that the two workers' forward passes never wait on each other's
-    cores."""
+    servers: OMP_NUM_THREADS), so that no forward pass spins waiting for a core the other worker
+    holds."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         share = max(1, len(os.sched_getaffinity(0)) // workers)
@@ -106,4 +106,3 @@ def store(tmp_path):
     s = Store(tmp_path / "results.sqlite")
     yield s
     s.close()
-

@@ -4,7 +4,7 @@ The cases live in `tests/support/bad_inputs.py` (BAD_INPUTS), shared with `bench
 A guard replaces model loading with an error (exit 3), so a case that would load a model
 before noticing the bad input fails here.
 
-Every case runs `evalcore.cli.main` in this process (`faults.cli_in_process`: exit status,
+Every case runs `evalcore.cli.main` in this process (`clirun.cli_in_process`: exit status,
 stdout and stderr at the descriptor level, the log lines and warnings a child would print, its
 environment, folder and stdin, an empty model memo), which tests what the CLI decides and
 prints without paying a child's start-up (interpreter, imports) 80 times. A sample also runs

@@ -1,6 +1,6 @@
 """`--out`: a regular file is replaced atomically, anything else is written through and left as
 it is, `-` is stdout. Each case runs the CLI on MAUVE features (no model to load), in this
-process (`faults.cli_in_process`: exit status, stdout and stderr at the descriptor level, as a
+process (`clirun.cli_in_process`: exit status, stdout and stderr at the descriptor level, as a
 child's), and `--out -` also through the real entry point: nothing but the JSON reaches a
 child's stdout, from its start-up on."""
 from __future__ import annotations

@@ -77,7 +77,7 @@ def test_vocabulary_smaller_than_the_tokenizer_is_refused(smol, tmp_path):
 
 def test_nan_weights_give_one_line_and_store_nothing(smol, tmp_path):
     """A model whose numbers are NaN: the CLI exits 2 naming the text and the token, no row is
-    stored, no JSON written. (The CLI in this process, `faults.cli_in_process`: the folder is a
+    stored, no JSON written. (The CLI in this process, `clirun.cli_in_process`: the folder is a
     model of its own, loaded as a child would; no child start-up.)"""
     def poison(sd):
         sd["model.norm.weight"][:] = float("nan")

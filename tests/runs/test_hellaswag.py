@@ -245,9 +245,9 @@ def test_two_processes_same_work(tmp_path):
     (["--model", "smollm2-135m", "--indices", "/no/such.json"], "unreadable", False),
 ])
 def test_cli_bad_input_one_line(tmp_path, args, msg, child):
-    """Exit 2 and one line; the in-process cases run under the no-model guard (faults.cli_in_process),
+    """Exit 2 and one line; the in-process cases run under the no-model guard (clirun.cli_in_process),
     so a case that loads a model before refusing fails."""
-    from tests.support.faults import cli_in_process
+    from tests.support.clirun import cli_in_process
 
     argv = ["hellaswag", *args, "--out", str(tmp_path / "x.json")]
     if child:

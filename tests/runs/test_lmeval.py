@@ -18,7 +18,7 @@ from evalcore.errors import InputError
 from evalcore.runs import run_hellaswag
 from evalcore.runs.lmeval import compare_runs, import_lm_eval
 from evalcore.store import Store
-from tests.support.faults import cli, cli_in_process
+from tests.support.clirun import cli, cli_in_process
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lm_eval"
 SAMPLES = FIXTURES / "samples_hellaswag_smollm2.jsonl"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from evalcore.runs.lmeval import import_lm_eval
-from tests.support.faults import env
+from tests.support.clirun import env
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lm_eval"
 TASK = FIXTURES / "task" / "hellaswag_local.yaml"

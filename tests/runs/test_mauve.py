@@ -130,9 +130,9 @@ def test_end_to_end_on_bundle(smol, hellaswag, store):
 
 @pytest.mark.slow  # a CLI run
 def test_cli_from_features(tmp_path):
-    """The CLI's JSON from features and its k check, run in this process (faults.cli_in_process:
+    """The CLI's JSON from features and its k check, run in this process (clirun.cli_in_process:
     exit status, stdout and stderr as a child's; no model is involved)."""
-    from tests.support.faults import cli_in_process
+    from tests.support.clirun import cli_in_process
 
     p, q = _feats(2)
     np.save(tmp_path / "p.npy", p)

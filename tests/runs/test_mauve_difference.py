@@ -121,7 +121,7 @@ def test_difference_of_two_loaded_models(smol, hellaswag, shared_store):
 @pytest.mark.slow  # a CLI run
 def test_cli_n_curve(smol, shared_store, tmp_path):
     """--n-curve in this process with the session's model, on the store the texts are already in."""
-    from tests.support.faults import cli_in_process
+    from tests.support.clirun import cli_in_process
 
     out = tmp_path / "m.json"
     r = cli_in_process(["mauve", "--model", MODEL, "--limit", "16", "--n-curve", "8,16", "--n-boot", "5",
