@@ -40,14 +40,14 @@ lmeval-env: $(LMEVAL_VENV)/.installed
 app: $(STAMP)
 	$(VENV)/bin/streamlit run app.py
 
-# two pytest-xdist workers, each given whole modules, the longest first (tests/conftest.py):
-# a module's fixtures (a server, a model) stay in one process, and its tests keep their order
+# two pytest-xdist workers (make test, make check), each given whole modules, the longest first
+# (tests/conftest.py): a module's fixtures (a server, a model) stay in one process, in order
 TEST_WORKERS ?= 2
 test: $(STAMP) chromium lmeval-env types
 	EVALCORE_LMEVAL_PYTHON=$(abspath $(LMEVAL_VENV))/bin/python HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 check: $(STAMP) types
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q -m "not slow" tests
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" tests
 
 # the package type-checks: strict where the data flows (metrics, store, runs, cli), default elsewhere;
 # each with a cache of its own (one cache shared by both settings was rebuilt on every run)
