@@ -52,4 +52,5 @@ def device_summary(device: str = "auto") -> str:
         return f"GPU ({torch.cuda.get_device_name(torch.device(dev))})"
     if dev == "mps":
         return "Apple GPU (MPS)"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"CPU ({n} thread{'' if n == 1 else 's'})"

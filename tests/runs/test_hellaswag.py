@@ -245,16 +245,10 @@ def test_two_processes_same_work(tmp_path):
     (["--model", "smollm2-135m", "--indices", "/no/such.json"], "unreadable", False),
 ])
 def test_cli_bad_input_one_line(tmp_path, args, msg, child):
-    """Exit 2 and one line; the in-process cases run under the no-model guard (clirun.cli_in_process),
-    so a case that loads a model before refusing fails."""
-    from tests.support.clirun import cli_in_process
+    """Exit 2, one line, no traceback and no model load (bad_inputs.run_bad_input, in a child or
+    in this process)."""
+    from tests.support.bad_inputs import BadInput, _args, run_bad_input
 
-    argv = ["hellaswag", *args, "--out", str(tmp_path / "x.json")]
-    if child:
-        p = _cli(argv, os.environ.copy())
-        _, err = p.communicate(timeout=120)
-        rc = p.returncode
-    else:
-        run = cli_in_process(argv, guard=True)
-        rc, err = run.rc, run.err
-    assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1, err
+    case = BadInput(msg, _args("hellaswag", *args, "--out", "{d}/x.json"), msg)
+    run, problem = run_bad_input(case, tmp_path, in_process=not child)
+    assert problem is None, f"{problem}\nstderr: {run.err}"
